@@ -1,0 +1,126 @@
+"""The AuxiliaryLossModule contract beyond the family properties."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import multiloss as ml
+from multiloss.schedules import LinearWarmup
+from tests.aux_cases.toy import ToyPenalty
+
+
+class Negative(ml.AuxiliaryLossModule):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.save_for_aux_loss(x)
+        return x
+
+    def aux_loss_terms(self, cache: torch.Tensor) -> torch.Tensor:
+        return -cache.abs().mean()
+
+    def aux_diagnostics(self, cache: Any) -> dict[str, Any]:
+        return {"label": "not a number"}
+
+
+def test_compute_aux_loss_is_coefficient_weighted_sum_without_layer_weight() -> None:
+    layer = ToyPenalty(aux_loss_weight=3.0)
+    out = layer(torch.randn(5, 4))
+    expected = out.abs().mean() + 0.5 * out.pow(2).mean()
+    torch.testing.assert_close(layer.compute_aux_loss(), expected)
+
+
+def test_terms_are_named_by_path_with_weight_times_coefficient() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), ToyPenalty(aux_loss_weight=2.0))
+    with ml.collect(model) as book:
+        model(torch.randn(2, 4))
+    assert book.weights == {"1/l1": 2.0, "1/l2": 1.0}
+    assert book.aux_modules == {"1": model[1]}
+    assert book.origins["1/l1"] == "1"
+
+
+def test_rootless_collector_names_layers_from_the_call_stack() -> None:
+    model = nn.Sequential(ToyPenalty(), nn.Sequential(ToyPenalty()))
+    with ml.collect() as book:
+        model(torch.randn(2, 4))
+    assert sorted(book) == ["0/l1", "0/l2", "1.0/l1", "1.0/l2"]
+
+
+def test_schedule_multiplies_weight_at_the_collector_step() -> None:
+    layer = ToyPenalty(aux_loss_weight=2.0, aux_loss_schedule=LinearWarmup(10))
+    for step, expected in ((0, 0.0), (5, 1.0), (20, 2.0)):
+        with ml.collect(layer, step=step) as book:
+            layer(torch.randn(2, 4))
+        assert book.weights["l1"] == pytest.approx(expected)
+
+
+def test_negative_term_is_an_error_naming_the_layer() -> None:
+    layer = Negative()
+    layer(torch.ones(2))
+    with pytest.raises(ValueError, match="Negative returned a negative auxiliary loss term 'aux'"):
+        layer.compute_aux_loss()
+
+
+def test_non_numeric_diagnostic_is_an_error_naming_the_key() -> None:
+    layer = Negative()
+    layer(torch.ones(2))
+    with pytest.raises(TypeError, match="diagnostic 'label' of Negative must be a number"):
+        layer.aux_loss_diagnostics()
+
+
+def test_use_aux_loss_must_be_bool_and_turning_off_frees_cache() -> None:
+    layer = ToyPenalty()
+    layer(torch.randn(2, 4))
+    assert layer._aux_cache is not None
+    with pytest.raises(TypeError, match="`use_aux_loss` of ToyPenalty must be a bool; got 1"):
+        layer.use_aux_loss = 1  # type: ignore[assignment]
+    layer.use_aux_loss = False
+    assert layer._aux_cache is None
+    assert layer.aux_loss_diagnostics() == {}
+
+
+def test_plain_inference_computes_no_terms() -> None:
+    layer = ToyPenalty()
+    calls = []
+    original = layer.aux_loss_terms
+    layer.aux_loss_terms = lambda cache: calls.append(1) or original(cache)  # type: ignore
+    layer(torch.randn(2, 4))
+    assert calls == []
+
+
+def test_compiled_layer_contributes_the_same_terms_as_eager() -> None:
+    model = nn.Sequential(ToyPenalty(), ToyPenalty())
+    compiled = torch.compile(model, fullgraph=True)
+    x = torch.randn(3, 4)
+    with ml.collect(model) as eager:
+        model(x)
+    with ml.collect(model) as book:
+        compiled(x)
+    assert sorted(book) == sorted(eager)
+    for name in eager:
+        torch.testing.assert_close(book[name], eager[name])
+
+
+def test_compiled_layer_without_root_is_a_clear_error() -> None:
+    compiled = torch.compile(ToyPenalty(), fullgraph=True)
+    with pytest.raises(RuntimeError, match=r"pass the model to the collector"), ml.collect():
+        compiled(torch.randn(2, 4))
+
+
+def test_repr_lists_non_default_settings() -> None:
+    layer = ToyPenalty(
+        aux_loss_weight=0.5,
+        use_aux_loss=False,
+        accumulate_aux_loss=True,
+        aux_loss_schedule=LinearWarmup(100),
+    )
+    text = repr(layer)
+    for part in (
+        "aux_loss_weight=0.5",
+        "use_aux_loss=False",
+        "accumulate_aux_loss=True",
+        "LinearWarmup(steps=100",
+    ):
+        assert part in text
