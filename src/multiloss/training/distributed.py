@@ -93,6 +93,14 @@ class DistContext:
             grad.copy_(flat[offset : offset + count].view_as(grad))
             offset += count
 
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank (a small Python object)."""
+        if not self.active:
+            return obj
+        holder = [obj]
+        dist.broadcast_object_list(holder, src=0)
+        return holder[0]
+
     def gather(self, obj: Any) -> list[Any]:
         """Every rank's ``obj``, in rank order (a Python-object collective: checkpoints only).
 
