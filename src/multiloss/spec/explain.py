@@ -12,7 +12,7 @@ from torch import nn
 
 from multiloss._modules import unwrap
 from multiloss.spec.base import SpecLike
-from multiloss.spec.training_net import TrainingNet
+from multiloss.spec.training_net import TrainingNet, find_training_net
 
 __all__ = ["ExplainedLoss", "Explanation", "explain"]
 
@@ -115,10 +115,9 @@ def explain(
     """
     if batch is None:
         raise ValueError("`batch` of explain() is required: the rules read the outputs it gives")
-    if isinstance(unwrap(model), TrainingNet):
-        net = unwrap(model)
-        if not isinstance(net, TrainingNet):  # for the type checker
-            raise TypeError("unreachable")
+    found = find_training_net(model)
+    if found is not None:
+        net = found
         if spec is not None:
             raise ValueError(
                 "explain() got a training net and a spec; a training net has its spec already"

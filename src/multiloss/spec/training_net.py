@@ -27,7 +27,7 @@ from multiloss.spec.ports import output_ports
 from multiloss.spec.producers import ProducerTrace
 from multiloss.spec.term import Term
 
-__all__ = ["TrainingNet", "attach"]
+__all__ = ["TrainingNet", "attach", "find_training_net"]
 
 # Losses emitted inside the model are named by their path in the collector's root. The trainer
 # opens collect(training_net): hop over `.net` the way DDP's `.module` is skipped, so the names
@@ -63,7 +63,7 @@ class TrainingNet(nn.Module):
         super().__init__()
         if not isinstance(model, nn.Module):
             raise TypeError(f"`model` of attach() must be an nn.Module; got {describe(model)}")
-        if isinstance(unwrap(model), TrainingNet):
+        if find_training_net(model) is not None:
             raise TypeError(
                 "`model` of attach() is already a training net (attach(...) was applied "
                 "twice); attach to its .net, or combine the specs in one list"
@@ -175,6 +175,18 @@ class TrainingNet(nn.Module):
 
     def extra_repr(self) -> str:
         return f"spec={self.spec!r}"
+
+
+def find_training_net(model: nn.Module) -> TrainingNet | None:
+    """``model`` if it is a training net, also inside DDP or ``torch.compile``; else None."""
+    # unwrap() would see through the training net itself, so walk the wrappers by hand.
+    seen = 0
+    while not isinstance(model, TrainingNet) and seen < 8:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return None
+        model, seen = inner, seen + 1
+    return model if isinstance(model, TrainingNet) else None
 
 
 def _describe_origin(origin: str) -> str:
