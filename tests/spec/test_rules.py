@@ -292,3 +292,32 @@ def test_target_that_does_not_fit_the_chosen_loss() -> None:
     assert "port 'output'" in message
     assert "CrossEntropy(input='probabilities'" in message
     assert "input shape (5, 3) float32, target shape (5, 2) int64" in message
+
+
+def test_ops_are_read_through_reshapes_and_casts() -> None:
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+            self.gate = nn.Sequential(nn.Linear(4, 1), nn.Sigmoid())
+
+        def forward(self, x):
+            z = self.fc(x)
+            return {
+                "gate": self.gate(x).squeeze(1),
+                "tokens": z.softmax(-1).view(2, 2, 3),
+                "cast": z.log_softmax(1).double(),
+            }
+
+    batch = {
+        "input": torch.randn(4, 4),
+        "gate": torch.rand(4),
+        "tokens": torch.randint(0, 3, (2, 2)),
+        "cast": torch.randint(0, 3, (4,)),
+    }
+    rows = {row.port: row for row in explain(Model(), Automatic, batch, quiet=True)}
+    assert rows["gate"].rule == "binary_probabilities"
+    assert "then squeeze" in rows["gate"].reason
+    # A view moves dims: the class dim comes from the target's shape, not from the op.
+    assert rows["tokens"].loss == "CrossEntropy(input='probabilities', target='index', class_dim=2)"
+    assert rows["cast"].loss == "NLL()"  # a cast keeps the op's dim (1)

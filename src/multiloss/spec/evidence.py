@@ -8,7 +8,10 @@ Evidence is gathered in this order, first match wins:
    ``nn.LogSoftmax``, ``nn.Sigmoid``, ``nn.PairwiseDistance``, ``nn.Linear``/``Bilinear``,
    ``nn.ConvNd``/``ConvTransposeNd``;
 3. the autograd node of the tensor, for functional code (``F.softmax``, ``torch.sigmoid``,
-   ``F.log_softmax``, a loss function such as ``F.mse_loss``) when gradients are on.
+   ``F.log_softmax``, a loss function such as ``F.mse_loss``) when gradients are on. Nodes
+   that only reshape, move or copy (``squeeze``, ``view``, ``permute``, ``.float()``...) are
+   looked through, so ``sigmoid(x).squeeze(1)`` is still read as probabilities; after one that
+   moves dims, a softmax's class dim is inferred from the target instead of taken from the op.
 """
 
 from __future__ import annotations
@@ -49,6 +52,25 @@ _LOSS_NODES = frozenset(
         "MultilabelMarginLossBackward0",
     }
 )
+# Nodes that keep every value and its meaning: looked through, with the dims unchanged ...
+_SAME_DIMS = frozenset({"CloneBackward0", "ToCopyBackward0", "AliasBackward0"})
+# ... or with the dims moved (a softmax's class dim is then no longer known).
+_MOVED_DIMS = frozenset(
+    {
+        "ViewBackward0",
+        "UnsafeViewBackward0",
+        "ReshapeAliasBackward0",
+        "SqueezeBackward0",
+        "SqueezeBackward1",
+        "SqueezeBackward2",
+        "UnsqueezeBackward0",
+        "PermuteBackward0",
+        "TransposeBackward0",
+        "TBackward0",
+    }
+)
+# How many such nodes to walk through before giving up.
+_MAX_HOPS = 8
 _OP_KINDS = {
     "SoftmaxBackward0": ("probabilities", "softmax"),
     "LogSoftmaxBackward0": ("log_probabilities", "log_softmax"),
@@ -115,17 +137,25 @@ def _signed(dim: int) -> int:
 
 def _op_evidence(value: Any, where: str) -> Evidence | None:
     node = getattr(value, "grad_fn", None)
-    if node is None:
-        return None
-    name = type(node).__name__
-    if name in _LOSS_NODES:
-        return Evidence("loss", None, f"a loss op (autograd node {name}) {where}")
-    if name in _OP_KINDS:
-        kind, op = _OP_KINDS[name]
-        saved = getattr(node, "_saved_dim", None)
-        dim = _signed(saved) if isinstance(saved, int) else None
-        over = f" over dim {dim}" if dim is not None else ""
-        return Evidence(kind, dim, f"op {op}{over} (autograd node {name}) {where}")
+    passed: list[str] = []
+    moved = False
+    while node is not None and len(passed) <= _MAX_HOPS:
+        name = type(node).__name__
+        through = f", then {', '.join(passed)}" if passed else ""
+        if name in _LOSS_NODES:
+            return Evidence("loss", None, f"a loss op (autograd node {name}{through}) {where}")
+        if name in _OP_KINDS:
+            kind, op = _OP_KINDS[name]
+            saved = getattr(node, "_saved_dim", None)
+            dim = _signed(saved) if isinstance(saved, int) and not moved else None
+            over = f" over dim {dim}" if dim is not None else ""
+            return Evidence(kind, dim, f"op {op}{over} (autograd node {name}{through}) {where}")
+        if name not in _SAME_DIMS and name not in _MOVED_DIMS:
+            return None
+        moved = moved or name in _MOVED_DIMS
+        passed.insert(0, name.removesuffix("Backward0").removesuffix("Backward1").lower())
+        inputs = node.next_functions
+        node = inputs[0][0] if inputs else None
     return None
 
 

@@ -12,6 +12,7 @@ from torch import nn
 
 from multiloss._modules import unwrap
 from multiloss.spec.base import SpecLike
+from multiloss.spec.term import describe_loss
 from multiloss.spec.training_net import TrainingNet, find_training_net
 
 __all__ = ["ExplainedLoss", "Explanation", "explain"]
@@ -63,7 +64,12 @@ class Explanation(list[ExplainedLoss]):
         header = ("loss", "port", "attached", "target", "weight", "value")
         table = [header]
         for row in self:
-            value = ", ".join(f"{v:.4g}" for v in row.values.values())
+            if len(row.values) == 1:
+                value = ", ".join(f"{v:.4g}" for v in row.values.values())
+            else:  # the parts of a loss with several outputs, by their own names
+                value = ", ".join(
+                    f"{key.removeprefix(row.name + '/')}={v:.4g}" for key, v in row.values.items()
+                )
             target = f"batch[{row.target!r}]" if row.target is not None else "-"
             table.append((row.name, row.port, row.loss, target, f"{row.weight:g}", value))
         widths = [max(len(line[i]) for line in table) for i in range(len(header))]
@@ -138,7 +144,7 @@ def explain(
             ExplainedLoss(
                 name=item.name,
                 port=item.port,
-                loss="the output itself" if item.loss is None else _short(item.loss),
+                loss="the output itself" if item.loss is None else describe_loss(item.loss),
                 target=item.target,
                 weight=item.weight(step),
                 rule=item.rule,
@@ -157,11 +163,3 @@ def _default_spec() -> SpecLike:
     from multiloss.spec.forms import Automatic
 
     return Automatic
-
-
-def _short(loss: Any) -> str:
-    text = repr(loss).replace("\n", " ")
-    if len(text) > 100:
-        name = getattr(loss, "__name__", None) or type(loss).__name__
-        text = f"{name}(...)"
-    return text

@@ -20,7 +20,7 @@ from torch import nn
 from multiloss._validation import check_loss_name, describe
 from multiloss.schedules import Schedule
 
-__all__ = ["Term", "TermKind", "TargetMode", "target_mode"]
+__all__ = ["Term", "TermKind", "TargetMode", "describe_loss", "target_mode"]
 
 TermKind = Literal["port", "attach", "automatic"]
 #: Whether a loss takes a target: always, only when the batch has one, or never.
@@ -121,7 +121,7 @@ class Term:
         if self.kind == "port":
             text = f"Port({self.port!r})"
         elif self.kind == "attach":
-            text = f"Attach({self.port!r}, {_short(self.loss)})"
+            text = f"Attach({self.port!r}, {describe_loss(self.loss)})"
         else:
             text = "Automatic" if self.port is None else f"Automatic({self.port!r})"
         if self.factor == -1.0 and not self.schedules:
@@ -131,8 +131,11 @@ class Term:
         return text if scale == ["1"] else f"Scaled({text}, {' * '.join(scale)})"
 
 
-def _short(loss: Any) -> str:
-    text = repr(loss).replace("\n", " ")
-    if len(text) > 60:
+def describe_loss(loss: Any, width: int = 80) -> str:
+    """A loss in one short line: its repr, or a function's name (``activity``, ``<lambda>``)."""
+    if inspect.isfunction(loss) or inspect.ismethod(loss) or inspect.isbuiltin(loss):
+        return str(getattr(loss, "__qualname__", getattr(loss, "__name__", "function")))
+    text = " ".join(repr(loss).split())
+    if len(text) > width:
         text = f"{type(loss).__name__}(...)"
     return text
