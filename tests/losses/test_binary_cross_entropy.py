@@ -53,3 +53,12 @@ def test_bad_pos_weight() -> None:
 def test_shape_mismatch() -> None:
     with pytest.raises(TargetMismatchError, match=r"shape \(4, 2\) float32.*shape \(4,\) int64"):
         BinaryCrossEntropy()(torch.rand(4, 2), torch.zeros(4, dtype=torch.long))
+
+
+def test_pos_weight_is_a_buffer_that_follows_the_module() -> None:
+    loss = BinaryCrossEntropy(input="logits", pos_weight=2.0).to(torch.float64)
+    assert loss.pos_weight_tensor is not None
+    assert loss.pos_weight_tensor.dtype == torch.float64
+    assert "pos_weight_tensor" not in loss.state_dict()  # derived from the argument
+    value = loss(torch.zeros(2, dtype=torch.float64), torch.tensor([1.0, 0.0]))
+    assert float(value) == pytest.approx((2.0 + 1.0) * math.log(2) / 2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -38,6 +39,7 @@ class BinaryCrossEntropy(Loss):
     """
 
     name: ClassVar[str] = "binary_cross_entropy"
+    pos_weight_tensor: Tensor | None
 
     def __init__(
         self,
@@ -59,15 +61,21 @@ class BinaryCrossEntropy(Loss):
             raise ValueError(
                 f"`pos_weight` of BinaryCrossEntropy needs input='logits'; got input={self.input!r}"
             )
+        # A buffer, so it follows .to(device) once instead of being copied there every call.
+        self.register_buffer(
+            "pos_weight_tensor",
+            None if self.pos_weight is None else torch.tensor(self.pos_weight),
+            persistent=False,
+        )
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         input = self._check_input(input, target)
         target = self._aligned_target(input, target)
         if self.input == "probabilities":
             return F.binary_cross_entropy(input, target, reduction=self.reduction)
-        pos_weight = None
-        if self.pos_weight is not None:
-            pos_weight = input.new_tensor(self.pos_weight)  # a CPU scalar copied, no sync
+        pos_weight = self.pos_weight_tensor
+        if pos_weight is not None and pos_weight.dtype != input.dtype:
+            pos_weight = pos_weight.to(input.dtype)
         return F.binary_cross_entropy_with_logits(
             input, target, pos_weight=pos_weight, reduction=self.reduction
         )

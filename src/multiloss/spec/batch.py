@@ -8,8 +8,9 @@ as ``"output0"``, ``"output1"``, ... (targets for a tuple-output model).
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from torch import nn
@@ -71,17 +72,16 @@ def call_model(model: nn.Module, data: Mapping[str, Any], inputs: Inputs = None)
         return model(*(_entry(data, key, "`inputs`") for key in inputs))
     if "input" in data:
         return model(data["input"])
-    signature = inspect.signature(unwrap(model).forward)
+    forward = unwrap(model).forward
     kwargs: dict[str, Any] = {}
     missing: list[str] = []
-    for name, parameter in signature.parameters.items():
-        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
-            continue
+    for name, required in _parameters(getattr(forward, "__func__", forward)):
         if name in data:
             kwargs[name] = data[name]
-        elif parameter.default is parameter.empty:
+        elif required:
             missing.append(name)
     if missing or not kwargs:
+        signature = inspect.signature(forward)
         raise MissingKeyError(
             f"cannot find the inputs of {type(unwrap(model)).__name__}.forward{signature} in "
             f"the batch: it has no 'input' entry and lacks {missing or list(signature.parameters)}"
@@ -89,6 +89,19 @@ def call_model(model: nn.Module, data: Mapping[str, Any], inputs: Inputs = None)
             "attach(model, spec, inputs='key') or inputs=['key1', 'key2']"
         )
     return model(**kwargs)
+
+
+@functools.lru_cache(maxsize=256)
+def _parameters(function: Callable[..., Any]) -> tuple[tuple[str, bool], ...]:
+    """(name, required) of each named parameter of ``forward``, read once per function."""
+    parameters = list(inspect.signature(function).parameters.values())
+    if parameters and parameters[0].name == "self":  # an unbound method
+        parameters = parameters[1:]
+    return tuple(
+        (p.name, p.default is p.empty)
+        for p in parameters
+        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    )
 
 
 def _entry(data: Mapping[str, Any], key: str, what: str) -> Any:

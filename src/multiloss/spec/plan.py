@@ -180,7 +180,9 @@ def _apply(item: Resolved, loss: Callable[..., Any], value: Any, data: Mapping[s
 
 
 def _as_scalar(value: Any, name: str, item: Resolved) -> Tensor:
-    where = f"port {item.port!r}" if item.loss is None else f"{item.term.describe()}"
+    if isinstance(value, Tensor) and value.dim() == 0 and value.is_floating_point():
+        return value  # the common case, checked without building any message
+    where = f"port {item.port!r}" if item.loss is None else item.term.describe()
     if not isinstance(value, Tensor):
         raise TypeError(f"loss {name!r} (from {where}) must be a tensor; got {describe(value)}")
     if value.dim() > 0 and value.numel() != 1:
