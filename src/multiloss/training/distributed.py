@@ -38,12 +38,12 @@ class DistContext:
     def active(self) -> bool:
         return self.world_size > 1
 
-    def any(self, flag: Tensor) -> Tensor:
-        """True on every rank if ``flag`` is true on any rank (so all ranks decide alike)."""
+    def all(self, flag: Tensor) -> Tensor:
+        """True on every rank only if ``flag`` is true on every rank (all ranks decide alike)."""
         if not self.active:
             return flag
         value = flag.to(torch.int32)
-        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        dist.all_reduce(value, op=dist.ReduceOp.MIN)
         return value.bool()
 
     def mean(self, tensor: Tensor) -> Tensor:
