@@ -14,7 +14,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from multiloss import _modules
 from multiloss._modules import unwrap
 from multiloss._validation import check_int, describe
 from multiloss.collect import current_book
@@ -32,8 +31,6 @@ __all__ = ["TrainingNet", "attach", "find_training_net"]
 # Losses emitted inside the model are named by their path in the collector's root. The trainer
 # opens collect(training_net): hop over `.net` the way DDP's `.module` is skipped, so the names
 # stay those of the model (`enc/sparsity`, not `net.enc/sparsity`).
-# TODO(lead): move into multiloss._modules._WRAPPERS and drop this line.
-_modules._WRAPPERS.setdefault("TrainingNet", "net")
 
 
 class TrainingNet(nn.Module):

@@ -63,7 +63,7 @@ class PeriodMetrics:
         keys: list[str] = []
         parts: list[Tensor] = []
         for names, rows in self._rows.items():
-            raw = torch.stack([row[0].float() for row in rows])  # passes x losses
+            raw = torch.stack([row[0].double() for row in rows])  # passes x losses
             weights = torch.stack([_as_vector(row[1], raw.device) for row in rows])
             counts = torch.tensor([row[2] for row in rows], device=raw.device)[:, None]
             share = counts / counts.sum()
@@ -109,8 +109,8 @@ def _scalar(value: Tensor | float) -> Tensor:
 
 def _as_vector(weights: Sequence[Weight], device: torch.device) -> Tensor:
     if all(not isinstance(weight, Tensor) for weight in weights):
-        return torch.tensor([float(weight) for weight in weights], device=device)
-    return torch.stack([_scalar(weight).to(device) for weight in weights])
+        return torch.tensor([float(w) for w in weights], dtype=torch.float64, device=device)
+    return torch.stack([_scalar(weight).to(device, torch.float64) for weight in weights])
 
 
 def _mean(values: list[Any]) -> Tensor:

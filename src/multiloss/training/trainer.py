@@ -10,6 +10,7 @@ sinks, validation, checkpoints, user hooks) hangs off that loop.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -139,7 +140,7 @@ class Trainer(StepMixin, CheckpointMixin, ReportingMixin):
         self.net: nn.Module = model
         self._whole_batch = losses is not None
         if losses is not None:
-            from multiloss.spec import attach  # type: ignore[attr-defined]  # lands with specs
+            from multiloss.spec import attach
 
             self.net = attach(model, losses)
         self.groups = _make_groups(optimizer, scheduler)
@@ -258,6 +259,7 @@ class Trainer(StepMixin, CheckpointMixin, ReportingMixin):
         for group in self.groups:  # gradients are zeroed after each step; start clean too
             group.optimizer.zero_grad(set_to_none=True)
         self._aux_layers = [m for m in self.net.modules() if isinstance(m, AuxiliaryLossModule)]
+        self._warn_unoptimized()
         resumed_from = self._resume() if resume else None
         if not resume and self.step == 0:
             self._refuse_foreign_checkpoints()
@@ -340,6 +342,31 @@ class Trainer(StepMixin, CheckpointMixin, ReportingMixin):
         for hook in hooks:
             hook.trainer = self
         return hooks
+
+    def _warn_unoptimized(self) -> None:
+        """Trainable parameters no optimizer steps are almost always a set-up mistake."""
+        stepped = {
+            id(p) for g in self.groups for pg in g.optimizer.param_groups for p in pg["params"]
+        }
+        owners: list[tuple[str, nn.Module]] = [("", unwrap(self.net))]
+        if isinstance(self.balancer, nn.Module):
+            owners.append(("balancer.", self.balancer))
+        missing = [
+            prefix + name
+            for prefix, owner in owners
+            for name, parameter in owner.named_parameters()
+            if parameter.requires_grad and id(parameter) not in stepped
+        ]
+        if missing:
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            warnings.warn(
+                f"{len(missing)} trainable parameter(s) are in no optimizer and will not be "
+                f"trained: {missing[:5]}{more}. Add them to the optimizer (a loss module's: "
+                "trainer.net.parameters(); a balancer's: balancer.parameters()), or set "
+                "requires_grad=False.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     def _target_steps(self, epochs: int | None, steps: int | None) -> int | None:
         if steps is not None:
