@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from multiloss._validation import describe
 
-__all__ = ["Selector", "check_selector", "read_target", "select_tensor"]
+__all__ = ["Selector", "check_selector", "describe_output", "read_target", "select_tensor"]
 
 #: Where to find a tensor in a structure: an index into a tuple/list, a key into a mapping, or
 #: a callable that returns it.
@@ -35,18 +35,37 @@ def check_selector(value: Any, what: str, *, optional: bool = False) -> Selector
     return selector
 
 
+def describe_output(value: Any) -> str:
+    """Like ``describe``, but a tuple, list or dict is described by its parts' types and shapes
+    rather than by the numbers inside them."""
+    if isinstance(value, Mapping):
+        return f"a {type(value).__name__} with keys {sorted(map(str, value))}"
+    if isinstance(value, tuple | list):
+        parts = ", ".join(
+            f"Tensor{tuple(item.shape)}" if isinstance(item, Tensor) else type(item).__name__
+            for item in value[:6]
+        )
+        more = ", ..." if len(value) > 6 else ""
+        return f"a {type(value).__name__} ({parts}{more})"
+    return describe(value)
+
+
 def _lookup(structure: Any, selector: Selector) -> Any:
     """``structure[selector]`` (or ``selector(structure)``); raises LookupError when absent."""
     if callable(selector):
         return selector(structure)
     if isinstance(selector, str):
         if not isinstance(structure, Mapping):
-            raise LookupError(f"a key {selector!r} needs a mapping; got {describe(structure)}")
+            raise LookupError(
+                f"a key {selector!r} needs a mapping; got {describe_output(structure)}"
+            )
         if selector not in structure:
             raise LookupError(f"no key {selector!r}; the keys are {sorted(map(str, structure))}")
         return structure[selector]
     if isinstance(structure, Mapping) or not isinstance(structure, Sequence):
-        raise LookupError(f"an index {selector} needs a tuple or list; got {describe(structure)}")
+        raise LookupError(
+            f"an index {selector} needs a tuple or list; got {describe_output(structure)}"
+        )
     if not -len(structure) <= selector < len(structure):
         raise LookupError(f"index {selector} is out of range for a sequence of {len(structure)}")
     return structure[selector]
@@ -79,7 +98,7 @@ def select_tensor(output: Any, selector: Selector | None, who: str) -> Tensor:
     )
     raise TypeError(
         f"{who} produced no tensor to regularize: expected a floating-point Tensor, got "
-        f"{describe(found)}{hint}"
+        f"{describe_output(found)}{hint}"
     )
 
 
@@ -96,11 +115,6 @@ def read_target(batch: Any, selector: Selector, who: str) -> Tensor:
         raise ValueError(f"{who} could not find its target in the batch: {error}") from None
     if not isinstance(found, Tensor):
         raise TypeError(
-            f"{who}: the target {selector!r} of the batch is {describe(found)}, not a Tensor"
+            f"{who}: the target {selector!r} of the batch is {describe_output(found)}, not a Tensor"
         )
     return found
-
-
-def module_label(module: nn.Module | None) -> str:
-    """A short name of a module for messages: its class name."""
-    return "nothing" if module is None else type(module).__name__

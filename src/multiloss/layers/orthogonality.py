@@ -109,14 +109,16 @@ class OrthogonalityRegularizer(AuxiliaryLossModule):
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         if self.use_aux_loss:
-            self.save_for_aux_loss(self.weight)
+            # In a tuple: a bare Parameter assigned to the cache attribute would be registered
+            # as a parameter of this layer by nn.Module.__setattr__.
+            self.save_for_aux_loss((self.weight,))
         return self.module(*args, **kwargs)
 
-    def aux_loss_terms(self, cache: Tensor) -> Tensor:
-        return orthogonality_gap(cache)
+    def aux_loss_terms(self, cache: tuple[Tensor]) -> Tensor:
+        return orthogonality_gap(cache[0])
 
-    def aux_diagnostics(self, cache: Tensor) -> Mapping[str, float | Tensor]:
-        weight = cache.detach()
+    def aux_diagnostics(self, cache: tuple[Tensor]) -> Mapping[str, float | Tensor]:
+        weight = cache[0].detach()
         with torch.no_grad():
             sigma = torch.linalg.svdvals(_matrix(weight).float())
             sigma_max, sigma_min = sigma.max(), sigma.min()
