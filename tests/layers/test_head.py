@@ -188,3 +188,9 @@ def test_dropped_head_mirrors_pass_through() -> None:
     assert two(x, y, labels=y) == (x, y)
     assert two(x, view2=y) == (x, y)
     assert repr(two) == "DroppedHead(ContrastiveHead)"
+
+
+def test_a_feature_that_is_not_a_tensor_is_named() -> None:
+    head = AuxiliaryHead(nn.Linear(4, 2), target=1)
+    with pytest.raises(TypeError, match=r"feeding AuxiliaryHead produced no tensor for the head"):
+        head((torch.ones(2, 4),), target=torch.tensor([0, 1]))

@@ -71,7 +71,9 @@ def _lookup(structure: Any, selector: Selector) -> Any:
     return structure[selector]
 
 
-def select_tensor(output: Any, selector: Selector | None, who: str) -> Tensor:
+def select_tensor(
+    output: Any, selector: Selector | None, who: str, purpose: str = "to regularize"
+) -> Tensor:
     """The floating-point tensor to work on, out of what a module produced.
 
     Args:
@@ -79,6 +81,7 @@ def select_tensor(output: Any, selector: Selector | None, who: str) -> Tensor:
         selector: None when ``output`` itself must be the tensor; else where to find it.
         who: How to name the producer in errors, e.g. "the module wrapped by
             ActivationRegularizer (ReLU)".
+        purpose: What the tensor is for, in errors.
 
     Raises:
         TypeError: There is no floating-point tensor there.
@@ -97,7 +100,7 @@ def select_tensor(output: Any, selector: Selector | None, who: str) -> Tensor:
         else ""
     )
     raise TypeError(
-        f"{who} produced no tensor to regularize: expected a floating-point Tensor, got "
+        f"{who} produced no tensor {purpose}: expected a floating-point Tensor, got "
         f"{describe_output(found)}{hint}"
     )
 

@@ -74,7 +74,11 @@ class ContrastiveHead(AuxiliaryLossModule):
         >>> head
         ContrastiveHead(
           temperature=0.2, loss='nt_xent', aux_loss_weight=1
-          (projector): Sequential(...)
+          (projector): Sequential(
+            (0): Linear(in_features=16, out_features=16, bias=True)
+            (1): ReLU(inplace=True)
+            (2): Linear(in_features=16, out_features=8, bias=True)
+          )
         )
         >>> h1, h2 = torch.randn(6, 16), torch.randn(6, 16)
         >>> with ml.collect(head) as book:

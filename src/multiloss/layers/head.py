@@ -41,6 +41,9 @@ class AuxiliaryHead(AuxiliaryLossModule):
     -> ``target=1``), or a callable ``batch -> Tensor`` for anything else. Passing
     ``head(x, target=y)`` explicitly takes precedence over the batch.
 
+    Under ``torch.compile(fullgraph=True)`` the batch cannot be read (the collector is a
+    ``ContextVar``): pass ``target=`` explicitly there, or compile without ``fullgraph``.
+
     **Fading out**: pass a schedule that decays to zero, e.g.
     ``aux_loss_schedule=Cosine(5000, start=1.0, end=0.0)``, and switch the head off with
     ``use_aux_loss = False`` once it reaches zero.
@@ -129,7 +132,7 @@ class AuxiliaryHead(AuxiliaryLossModule):
     def forward(self, x: Tensor, target: Tensor | None = None) -> Tensor:
         if not self.use_aux_loss or (target is None and not collecting()):
             return x  # inference: the head does not run
-        feature = select_tensor(x, None, "the module feeding AuxiliaryHead")
+        feature = select_tensor(x, None, "the module feeding AuxiliaryHead", "for the head")
         if target is None:
             target = self._target_from_batch()
         prediction = self.head(feature.detach() if self.detach else feature)

@@ -32,7 +32,10 @@ class Tapped(nn.Module):
     This is the recommended way to add deep supervision (:class:`AuxiliaryHead`) or activation
     penalties (:class:`ActivationRegularizer`) to a model you cannot or do not want to edit.
     Taps are named ``taps.<path with dots as underscores>`` in the loss names, so open the
-    collector on the ``Tapped`` module (``multiloss.collect(tapped, batch=batch)``).
+    collector on the ``Tapped`` module (``multiloss.collect(tapped, batch=batch)``). A tapped
+    module that runs twice in one forward pass calls its tap twice, which is an error unless
+    the tap has ``accumulate_aux_loss=True``. Under ``torch.compile`` the hook registration
+    breaks the graph: compile ``Tapped`` without ``fullgraph=True``.
 
     Args:
         net: The model.
