@@ -20,15 +20,12 @@ __all__ = ["Selector", "check_selector", "describe_output", "read_target", "sele
 Selector = int | str | Callable[[Any], Tensor]
 
 
-def check_selector(value: Any, what: str, *, optional: bool = False) -> Selector | None:
-    """Return ``value`` if it is an int, a non-empty str or a callable (or None if optional)."""
-    if value is None and optional:
-        return None
+def check_selector(value: Any, what: str) -> Selector:
+    """Return ``value`` if it is an int, a non-empty str or a callable."""
     if isinstance(value, bool) or not (isinstance(value, int | str) or callable(value)):
-        expected = "an int index, a str key or a callable"
-        if optional:
-            expected += " (or None)"
-        raise TypeError(f"{what} must be {expected}; got {describe(value)}")
+        raise TypeError(
+            f"{what} must be an int index, a str key or a callable; got {describe(value)}"
+        )
     if isinstance(value, str) and not value:
         raise ValueError(f"{what} must be a non-empty key; got ''")
     selector: Selector = value

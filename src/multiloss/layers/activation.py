@@ -109,7 +109,9 @@ class ActivationRegularizer(AuxiliaryLossModule):
         self.zero_threshold = check_finite_float(
             zero_threshold, "`zero_threshold` of ActivationRegularizer", min_value=0.0
         )
-        self.select = check_selector(select, "`select` of ActivationRegularizer", optional=True)
+        self.select = (
+            None if select is None else check_selector(select, "`select` of ActivationRegularizer")
+        )
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         if self.module is None:

@@ -148,7 +148,7 @@ class AuxiliaryHead(AuxiliaryLossModule):
                 "multiloss.collect(model, batch=batch) (the Trainer does), or pass the target "
                 "explicitly: head(feature, target=y)"
             )
-        return read_target(batch, self.target, "AuxiliaryHead")  # type: ignore[arg-type]
+        return read_target(batch, self.target, "AuxiliaryHead")
 
     def _loss(self, prediction: Tensor, target: Tensor) -> Tensor:
         # Losses in float32: under autocast the head's output may be bfloat16.
