@@ -178,7 +178,8 @@ def read_runs(paths: Sequence[str | Path]) -> list[Run]:
     if not paths:
         raise ValueError("`run_dirs` must name at least one run directory; got none")
     folders = [Path(path).resolve() for path in paths]
-    names = [_distinct_name(folder, folders) for folder in folders]
+    unique = list(dict.fromkeys(folders))  # the same folder twice must not clash with itself
+    names = [_distinct_name(folder, unique) for folder in folders]
     counts: dict[str, int] = {}
     labels = []
     for label in names:

@@ -41,12 +41,14 @@ class SyntheticLoss:
         grad_scale: Norm of its raw gradient at the start; it shrinks with the loss.
         opposed_to: Name of another loss whose gradient this one exactly opposes.
         noise: Relative noise on the value (and on the gradient direction).
+        rate: How fast the value approaches ``end``: ``exp(-rate * progress)`` (5 gets there
+            by the end of the run, 1 is still moving).
         connected: ``False`` makes the loss constant with a zero gradient (a detached loss).
 
     Example:
         >>> SyntheticLoss("aux", weight=0.001)
         SyntheticLoss(name='aux', start=2.0, end=0.2, weight=0.001, grad_scale=1.0, \
-opposed_to=None, noise=0.05, connected=True)
+opposed_to=None, noise=0.05, rate=5.0, connected=True)
     """
 
     name: str
@@ -56,6 +58,7 @@ opposed_to=None, noise=0.05, connected=True)
     grad_scale: float = 1.0
     opposed_to: str | None = None
     noise: float = 0.05
+    rate: float = 5.0
     connected: bool = True
 
     def __post_init__(self) -> None:
@@ -65,6 +68,7 @@ opposed_to=None, noise=0.05, connected=True)
         check_finite_float(self.end, f"`end` {what}")
         check_finite_float(self.grad_scale, f"`grad_scale` {what}", min_value=0.0)
         check_finite_float(self.noise, f"`noise` {what}", min_value=0.0)
+        check_finite_float(self.rate, f"`rate` {what}", min_value=0.0)
         as_schedule(self.weight, f"`weight` {what}")
 
 
@@ -204,7 +208,7 @@ def _train_row(
     for i, (loss, weight) in enumerate(zip(losses, weights, strict=True)):
         w = weight(step)
         if loss.connected:
-            clean = loss.end + (loss.start - loss.end) * math.exp(-5.0 * progress)
+            clean = loss.end + (loss.start - loss.end) * math.exp(-loss.rate * progress)
             value = clean * (1.0 + loss.noise * rng.standard_normal())
             scale = loss.grad_scale * math.sqrt(max(clean, 1e-12) / max(abs(loss.start), 1e-12))
             jitter = directions[i] + loss.noise * rng.standard_normal(_DIM)

@@ -71,7 +71,12 @@ class Table:
         columns: dict[str, FloatArray] = {}
         for keys, indices in buckets.items():
             first = rows[indices[0]]
-            numeric = [k for k in keys if k != "step" and type(first[k]) in _NUMBER]
+            numeric = [
+                key
+                for key in keys
+                if key != "step"
+                and (_is_number(first[key]) or any(_is_number(rows[i][key]) for i in indices))
+            ]
             if not numeric:
                 continue
             block = _block([rows[i] for i in indices], numeric)
@@ -142,6 +147,11 @@ class Table:
 _NUMBER = (float, int, bool)
 
 
+def _is_number(value: object) -> bool:
+    """A real number: Python's, or numpy's (a trainer may hand over np.float32 values)."""
+    return type(value) in _NUMBER or isinstance(value, float | int | np.integer | np.floating)
+
+
 def _block(rows: list[Mapping[str, Any]], keys: list[str]) -> FloatArray:
     """Rows x keys as floats; a value that is not a number becomes NaN."""
     getter = operator.itemgetter(*keys)
@@ -151,7 +161,7 @@ def _block(rows: list[Mapping[str, Any]], keys: list[str]) -> FloatArray:
     except (TypeError, ValueError):
         # A null or a string where the first row had a number: convert value by value.
         return np.array(
-            [[float(v) if type(v) in _NUMBER else np.nan for v in row] for row in values],
+            [[float(v) if _is_number(v) else np.nan for v in row] for row in values],  # type: ignore[arg-type]
             dtype=np.float64,
         ).reshape(len(rows), len(keys))
 

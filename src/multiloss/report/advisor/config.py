@@ -28,8 +28,8 @@ class AdvisorConfig:
         trend_tol: Relative change over the window that counts as improving (for the other
             losses) or getting worse (for the loss in question).
         flat_tol: Relative change under which a loss counts as flat.
-        saturate_tol: A loss that never gets more than this fraction below its starting level,
-            over the whole run, never moved from its maximum.
+        saturate_tol: A loss whose level (medians of fifths of the run) never leaves this
+            relative band around its starting level never moved from its maximum.
         const_tol: Relative spread under which a loss's values count as constant.
         zero_grad: Gradient norm, relative to the largest other loss's, that counts as zero.
         collapse: A learned weight that falls below this fraction of its first value collapsed.
@@ -56,7 +56,7 @@ class AdvisorConfig:
     conflict_persist: float = 0.6
     trend_tol: float = 0.05
     flat_tol: float = 0.02
-    saturate_tol: float = 0.02
+    saturate_tol: float = 0.05
     const_tol: float = 1e-6
     zero_grad: float = 1e-8
     collapse: float = 1e-3

@@ -18,7 +18,6 @@ __all__ = [
     "improvement",
     "loss_shares",
     "median",
-    "suggested_weight",
 ]
 
 FloatArray = NDArray[np.float64]
@@ -100,19 +99,6 @@ def improvement(values: FloatArray, weight: float) -> float:
     scale = max(abs(first), 1e-12)
     change = (last - first) / scale
     return change if weight < 0 else -change
-
-
-def suggested_weight(weight: float, share: float, target: float) -> float:
-    """The weight that would move a loss from ``share`` to ``target`` of the update.
-
-    With the other terms fixed, a loss's share is ``p = wG / (wG + R)``; solving
-    ``w'G / (w'G + R) = target`` gives ``w' = w * target (1 - p) / ((1 - target) p)``.
-
-    Example:
-        >>> round(suggested_weight(0.001, 0.0001, 0.1), 4)
-        1.111
-    """
-    return weight * target * (1.0 - share) / ((1.0 - target) * share)
 
 
 def fmt_value(value: float) -> str:

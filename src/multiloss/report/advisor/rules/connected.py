@@ -25,21 +25,14 @@ def is_constant(values: np.ndarray, tol: float) -> bool:
     return float(finite.max() - finite.min()) <= tol * scale
 
 
-def _reference_norm(ctx: Context, loss: str) -> float:
-    """The largest median gradient norm among the other losses (1 when none is logged)."""
-    norms = [
-        median(ctx.table.column(f"grad/norm/{other}")) for other in ctx.losses if other != loss
-    ]
-    finite = [norm for norm in norms if np.isfinite(norm) and norm > 0]
-    return max(finite, default=1.0)
-
-
 def disconnected_losses(ctx: Context) -> list[Finding]:
     """Losses with a zero gradient throughout the run, or (without gradient diagnostics) a
     value that has not changed since the first step."""
     cfg = ctx.config
     if len(ctx.table) < cfg.min_rows:
         return []
+    # The scale a "zero" gradient is judged against: the largest median norm of another loss.
+    typical = {loss: median(ctx.table.column(f"grad/norm/{loss}")) for loss in ctx.losses}
     findings = []
     for loss in ctx.losses:
         values = ctx.table.column(f"loss/{loss}")
@@ -47,7 +40,8 @@ def disconnected_losses(ctx: Context) -> list[Finding]:
         start = float(first[0]) if first.size else float("nan")
         norms = ctx.table.column(f"grad/norm/{loss}")
         if np.isfinite(norms).sum() >= cfg.min_rows:
-            limit = cfg.zero_grad * _reference_norm(ctx, loss)
+            others = [n for o, n in typical.items() if o != loss and np.isfinite(n) and n > 0]
+            limit = cfg.zero_grad * max(others, default=1.0)
             held = fraction(np.abs(norms) <= limit, norms)
             if held < cfg.persist:
                 continue

@@ -11,13 +11,27 @@ from multiloss.report.advisor.evidence import (
     fraction,
     loss_shares,
     median,
-    suggested_weight,
 )
 from multiloss.report.advisor.finding import Evidence, Finding
+from multiloss.report.advisor.reweight import gram_weight, linear_weight
 
 __all__ = ["dominant_losses", "ignored_losses"]
 
 _WEAK = " (estimated from weighted-loss magnitudes: log gradient diagnostics for a firmer figure)"
+_ROUGH = " (a rough estimate: gradient norms and cosines were not all logged)"
+
+
+def _reweight(
+    ctx: Context, loss: str, share: float, target: float, from_gradients: bool
+) -> tuple[float, str]:
+    """The suggested weight and a note on how firm it is."""
+    weight = ctx.weight(loss)
+    if from_gradients:
+        exact = gram_weight(ctx, loss, target)
+        if exact is not None:
+            return exact, ""
+        return linear_weight(weight, share, target), _ROUGH
+    return linear_weight(weight, share, target), _WEAK
 
 
 def _source(from_gradients: bool) -> str:
@@ -39,14 +53,12 @@ def ignored_losses(ctx: Context) -> list[Finding]:
         weight = ctx.weight(loss)
         evidence: Evidence = {"median_share": share, "fraction_below": held, "weight": weight}
         if share > 0 and np.isfinite(weight) and weight != 0:
-            new = suggested_weight(weight, share, cfg.target_share)
+            new, note = _reweight(ctx, loss, share, cfg.target_share, from_gradients)
             evidence["suggested_weight"] = new
             suggestion = (
                 f"raise its weight from {fmt_value(weight)} to about {fmt_value(new)} to give it "
-                f"about {cfg.target_share:.0%} of the update (the other weights unchanged)"
+                f"about {cfg.target_share:.0%} of the update (the other weights unchanged)" + note
             )
-            if not from_gradients:
-                suggestion += _WEAK
         elif weight == 0:
             suggestion = "its weight is 0: give it a positive weight, or drop the loss"
         else:
@@ -79,21 +91,26 @@ def dominant_losses(ctx: Context) -> list[Finding]:
         evidence: Evidence = {"median_share": share, "fraction_above": held, "weight": weight}
         rest = [name for name in ctx.losses if name != loss]
         others = ", ".join(rest) if len(rest) <= 4 else f"{len(rest)} losses"
-        if 0 < share < 1 and np.isfinite(weight) and weight != 0:
-            new = suggested_weight(weight, share, cfg.dominant_target)
+        note = "" if from_gradients else _WEAK
+        new = float("nan")
+        if np.isfinite(weight) and weight != 0:
+            if from_gradients:
+                new = gram_weight(ctx, loss, cfg.dominant_target) or float("nan")
+            elif 0 < share < 1:
+                new = linear_weight(weight, share, cfg.dominant_target)
+        if np.isfinite(new):
             evidence["suggested_weight"] = new
             suggestion = (
                 f"lower its weight from {fmt_value(weight)} to about {fmt_value(new)} to bring it "
                 f"to about {cfg.dominant_target:.0%} of the update, or raise the others' weights, "
                 "or let a balancer share the update (multiloss.balancing.Normalize, GradNorm)"
+                + note
             )
         else:
             suggestion = (
                 "raise the other losses' weights, or let a balancer share the update "
-                "(multiloss.balancing.Normalize, GradNorm)"
+                "(multiloss.balancing.Normalize, GradNorm)" + note
             )
-        if not from_gradients:
-            suggestion += _WEAK
         message = (
             f"{loss}: {_source(from_gradients)} stayed above {cfg.max_share:.0%} in {held:.0%} "
             f"of {ctx.span} (median {fmt_share(share)}); the others ({others}) barely count"

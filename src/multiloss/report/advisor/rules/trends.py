@@ -17,11 +17,11 @@ from multiloss.report.advisor.rules.connected import is_constant
 
 __all__ = ["saturated_losses", "stalled_losses"]
 
-_CHUNKS = 10
+_CHUNKS = 5  # chunk medians: coarse enough that noise does not look like movement
 
 
 def _chunk_medians(values: np.ndarray) -> np.ndarray:
-    """Medians of up to ten consecutive chunks of at least three finite values each."""
+    """Medians of up to five consecutive chunks of at least three finite values each."""
     finite = values[np.isfinite(values)]
     count = min(_CHUNKS, finite.size // 3)
     if count < 2:
