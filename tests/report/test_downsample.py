@@ -23,13 +23,15 @@ def test_bucket_matches_a_naive_split(values: list[float], points: int) -> None:
     for k in range(points):
         chunk = y[edges[k] : edges[k + 1]]
         assert out.mean[k] == pytest.approx(chunk.mean(), rel=1e-9, abs=1e-6)
-        assert out.low[k] == chunk.min() and out.high[k] == chunk.max()
+        assert out.low[k] == chunk.min()
+        assert out.high[k] == chunk.max()
         assert out.x[k] == pytest.approx(np.arange(edges[k], edges[k + 1]).mean())
 
 
 def test_bucket_drops_non_finite_values() -> None:
     out = bucket(np.arange(4), np.array([1.0, np.nan, np.inf, 3.0]), 10)
-    assert out.x.tolist() == [0.0, 3.0] and out.mean.tolist() == [1.0, 3.0]
+    assert out.x.tolist() == [0.0, 3.0]
+    assert out.mean.tolist() == [1.0, 3.0]
 
 
 @given(st.lists(st.floats(-100, 100), min_size=1, max_size=50), st.floats(1.0, 20.0))
@@ -39,13 +41,14 @@ def test_smooth_matches_the_debiased_ema_formula(values: list[float], window: fl
     # Closed form: sum_k alpha (1-alpha)^(t-k) x_k / sum_k alpha (1-alpha)^(t-k).
     for t in range(len(values)):
         weights = [(1 - alpha) ** (t - k) for k in range(t + 1)]
-        expected = sum(w * x for w, x in zip(weights, values[: t + 1])) / sum(weights)
+        expected = sum(w * x for w, x in zip(weights, values[: t + 1], strict=True)) / sum(weights)
         assert out[t] == pytest.approx(expected, rel=1e-6, abs=1e-6)
 
 
 def test_smooth_skips_nan_and_window_one_is_identity() -> None:
     out = smooth(np.array([np.nan, 2.0, np.nan, 2.0]), 3.0)
-    assert np.isnan(out[0]) and out[1:].tolist() == [2.0, 2.0, 2.0]
+    assert np.isnan(out[0])
+    assert out[1:].tolist() == [2.0, 2.0, 2.0]
     assert smooth(np.array([1.0, 5.0]), 1.0).tolist() == [1.0, 5.0]
 
 
@@ -54,7 +57,8 @@ def test_bucket_matrix_averages_ignoring_nan() -> None:
     x, means = bucket_matrix(np.array([10, 20, 30, 40]), matrix, 2)
     assert x.tolist() == [15.0, 35.0]
     assert means[:, 0].tolist() == [2.0, 6.0]
-    assert np.isnan(means[0, 1]) and means[1, 1] == 5.0
+    assert np.isnan(means[0, 1])
+    assert means[1, 1] == 5.0
 
 
 @pytest.mark.parametrize(

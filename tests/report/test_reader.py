@@ -19,27 +19,33 @@ def _write(folder: Path, rows: list[dict[str, object]], tail: str = "") -> Path:
 def test_reads_kinds_and_info(healthy_run: Path) -> None:
     run = read_run(healthy_run)
     assert run.losses == ["task", "aux"]
-    assert len(run.train) == runs.STEPS and len(run.val) == runs.STEPS // 20
+    assert len(run.train) == runs.STEPS
+    assert len(run.val) == runs.STEPS // 20
     assert run.info["model"] == "SyntheticModel"
-    assert not run.partial and run.last_step == runs.STEPS
+    assert not run.partial
+    assert run.last_step == runs.STEPS
     assert "losses=2" in repr(run)
 
 
 def test_partial_last_line_is_ignored_and_flagged(tmp_path: Path) -> None:
     rows = [{"kind": "train", "step": s, "loss/a": 1.0} for s in (1, 2)]
     run = read_run(_write(tmp_path / "r", rows, tail='{"kind": "train", "step": 3, "lo'))
-    assert run.partial and len(run.train) == 2 and run.skipped_lines == 0
+    assert run.partial
+    assert len(run.train) == 2
+    assert run.skipped_lines == 0
 
 
 def test_complete_last_object_without_newline_is_kept(tmp_path: Path) -> None:
     rows = [{"kind": "train", "step": 1, "loss/a": 1.0}]
     run = read_run(_write(tmp_path / "r", rows, tail='{"kind": "train", "step": 2}'))
-    assert run.partial and run.train.steps.tolist() == [1, 2]
+    assert run.partial
+    assert run.train.steps.tolist() == [1, 2]
 
 
 def test_fabricated_partial_tail(tmp_path: Path) -> None:
     run = read_run(runs.healthy(tmp_path / "live", partial_tail=True))
-    assert run.partial and len(run.train) == runs.STEPS
+    assert run.partial
+    assert len(run.train) == runs.STEPS
 
 
 def test_resumed_run_keeps_the_later_rows(tmp_path: Path) -> None:
@@ -59,7 +65,8 @@ def test_bad_lines_are_skipped_with_a_warning(tmp_path: Path) -> None:
         handle.write(json.dumps({"kind": "train", "step": 2}) + "\n")
     with pytest.warns(RuntimeWarning, match="skipped 3 line"):
         run = read_run(folder)
-    assert run.skipped_lines == 3 and len(run.train) == 2
+    assert run.skipped_lines == 3
+    assert len(run.train) == 2
 
 
 def test_missing_directory_and_missing_log(tmp_path: Path) -> None:

@@ -51,12 +51,15 @@ def test_names_valid_tail_and_slice() -> None:
     )
     assert table.names("loss/") == ["loss/a"[5:], "b"]
     steps, values = table.valid("loss/b")
-    assert steps.tolist() == [2, 4] and values.tolist() == [1.0, 1.0]
+    assert steps.tolist() == [2, 4]
+    assert values.tolist() == [1.0, 1.0]
     assert table.tail(2).steps.tolist() == [4, 5]
     assert table.tail(99).steps.tolist() == [1, 2, 3, 4, 5]
-    assert "loss/a" in table and "x" not in table
+    assert "loss/a" in table
+    assert "x" not in table
     assert "rows=5" in repr(table)
-    assert len(Table.empty()) == 0 and "steps=none" in repr(Table.empty())
+    assert len(Table.empty()) == 0
+    assert "steps=none" in repr(Table.empty())
 
 
 def test_column_shape_must_match_steps() -> None:

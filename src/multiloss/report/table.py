@@ -161,7 +161,7 @@ def _block(rows: list[Mapping[str, Any]], keys: list[str]) -> FloatArray:
     except (TypeError, ValueError):
         # A null or a string where the first row had a number: convert value by value.
         return np.array(
-            [[float(v) if _is_number(v) else np.nan for v in row] for row in values],  # type: ignore[arg-type]
+            [[float(v) if _is_number(v) else np.nan for v in row] for row in values],
             dtype=np.float64,
         ).reshape(len(rows), len(keys))
 

@@ -35,7 +35,8 @@ def test_each_pathology_is_named(
     findings = advise(make(tmp_path / "run", seed=seed))
     assert (code, loss) in _keys(findings)
     found = next(f for f in findings if f.key == (code, loss))
-    assert found.suggestion and loss.split("|")[0] in found.message
+    assert found.suggestion
+    assert loss.split("|")[0] in found.message
     assert found.step == runs.STEPS
 
 

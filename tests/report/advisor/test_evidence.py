@@ -32,12 +32,18 @@ def test_loss_shares_prefers_gradients() -> None:
         {"step": 1, "grad/share/a": 0.9, "grad/share/b": 0.1, "weighted/a": 1.0, "weighted/b": 1.0}
     ]
     shares, from_gradients = loss_shares(Table.from_rows(rows), ["a", "b"])
-    assert from_gradients and shares["a"].tolist() == [0.9]
+    assert from_gradients
+    assert shares["a"].tolist() == [0.9]
     rows = [{"step": 1, "weighted/a": 3.0, "weighted/b": -1.0}]
     shares, from_gradients = loss_shares(Table.from_rows(rows), ["a", "b"])
-    assert not from_gradients and shares["b"].tolist() == [0.25]
+    assert not from_gradients
+    assert shares["b"].tolist() == [0.25]
 
 
 def test_formatting() -> None:
-    assert fmt_value(0.001) == "0.001" and fmt_value(1.5e-5) == "1.50e-05" and fmt_value(0) == "0"
-    assert fmt_share(0.25) == "25.0%" and fmt_share(0.0002) == "0.02%" and fmt_share(0) == "0%"
+    assert fmt_value(0.001) == "0.001"
+    assert fmt_value(1.5e-5) == "1.50e-05"
+    assert fmt_value(0) == "0"
+    assert fmt_share(0.25) == "25.0%"
+    assert fmt_share(0.0002) == "0.02%"
+    assert fmt_share(0) == "0%"

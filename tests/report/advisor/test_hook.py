@@ -50,12 +50,13 @@ def test_a_cleared_finding_is_reported_again_when_it_returns(tmp_path: Path) -> 
     hook = AdvisorHook(every=1, window=10)
     hook.trainer = trainer
     bad = _rows(runs.tiny_weight(tmp_path / "bad"))[:40]
-    good = [row for row in _rows(runs.healthy(tmp_path / "good"))[40:60]]
+    good = list(_rows(runs.healthy(tmp_path / "good"))[40:60])
     later = [{**row, "step": row["step"] + 40} for row in bad[20:40]]
     _feed(hook, bad)
     assert len(trainer.events) == 1
     _feed(hook, good)
-    assert hook.findings == [] and len(trainer.events) == 1
+    assert hook.findings == []
+    assert len(trainer.events) == 1
     _feed(hook, later)
     assert [f["finding"] for _, _, f in trainer.events] == ["ignored", "ignored"]
 
@@ -91,7 +92,9 @@ def test_memory_stays_bounded_and_covers_the_whole_run() -> None:
     _feed(hook, [{"kind": "train", "step": s, "loss/a": 1.0} for s in range(1, 1001)])
     assert len(hook._rows) <= 100
     steps = [row["step"] for row in hook._rows]
-    assert steps[0] == 1 and steps[-1] == 1000 and steps == sorted(steps)
+    assert steps[0] == 1
+    assert steps[-1] == 1000
+    assert steps == sorted(steps)
 
 
 def test_without_a_trainer_it_still_evaluates(tmp_path: Path) -> None:

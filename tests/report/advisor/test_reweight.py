@@ -14,7 +14,7 @@ from multiloss.report.table import Table
 def _table(weights: list[float], grads: np.ndarray, rows: int = 20) -> Table:
     """Rows whose diagnostics come from explicit gradient vectors (the reference)."""
     names = [f"l{i}" for i in range(len(weights))]
-    update = sum(w * g for w, g in zip(weights, grads))
+    update = sum(w * g for w, g in zip(weights, grads, strict=True))
     energy = float(update @ update)
     row: dict[str, float] = {}
     for i, name in enumerate(names):
@@ -43,7 +43,7 @@ def test_gram_weight_hits_the_target_on_real_vectors(
     if new is None:
         return  # degenerate geometry (e.g. the rest of the update has no energy)
     moved = [new, *weights[1:]]
-    update = sum(w * g for w, g in zip(moved, grads))
+    update = sum(w * g for w, g in zip(moved, grads, strict=True))
     share = float(new * grads[0] @ update) / float(update @ update)
     assert share == pytest.approx(target, abs=1e-6)
 

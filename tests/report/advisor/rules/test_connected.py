@@ -19,15 +19,18 @@ def _ctx(table: Table) -> Context:
 
 def test_zero_gradient_is_strong_evidence(tmp_path: Path) -> None:
     (finding,) = disconnected_losses(_ctx(read_run(runs.disconnected(tmp_path / "r")).train))
-    assert finding.loss == "encoder/sparsity" and not finding.weak
+    assert finding.loss == "encoder/sparsity"
+    assert not finding.weak
     assert "gradient norm was zero in 100%" in finding.message
-    assert "use_aux_loss" in finding.suggestion and ".detach()" in finding.suggestion
+    assert "use_aux_loss" in finding.suggestion
+    assert ".detach()" in finding.suggestion
 
 
 def test_constant_value_without_gradients_is_weak_evidence(tmp_path: Path) -> None:
     run = runs.disconnected(tmp_path / "r", grad_diagnostics=False)
     (finding,) = disconnected_losses(_ctx(read_run(run).train))
-    assert finding.weak and "stayed at 0 in all 200 logged rows" in finding.message
+    assert finding.weak
+    assert "stayed at 0 in all 200 logged rows" in finding.message
 
 
 def test_a_detached_loss_whose_value_still_moves() -> None:
@@ -38,7 +41,8 @@ def test_a_detached_loss_whose_value_still_moves() -> None:
         for s in range(1, 31)
     ]  # fmt: skip
     (finding,) = disconnected_losses(_ctx(Table.from_rows(rows)))
-    assert finding.loss == "z" and "moves only through other losses' updates" in finding.message
+    assert finding.loss == "z"
+    assert "moves only through other losses' updates" in finding.message
 
 
 def test_tiny_but_real_gradient_is_not_zero() -> None:

@@ -19,9 +19,9 @@ def test_names_the_layer_and_the_dead_experts(moe_run: Path) -> None:
 def test_dead_fraction_alone_is_weak_evidence() -> None:
     rows = [{"step": s, "metric/m/dead_fraction": 0.25, "loss/task": 1.0} for s in range(1, 31)]
     (finding,) = dead_experts(Context.build(Table.from_rows(rows), AdvisorConfig()))
-    assert (
-        finding.weak and finding.loss == "m" and "add a load-balancing loss" in finding.suggestion
-    )
+    assert finding.weak
+    assert finding.loss == "m"
+    assert "add a load-balancing loss" in finding.suggestion
 
 
 def test_experts_that_recover_are_not_dead() -> None:

@@ -23,9 +23,11 @@ def _median_share(path: Path, loss: str, rows: int = 50) -> float:
 def test_suggested_weight_gives_the_target_share(tmp_path: Path) -> None:
     # Independent check: rerun the same run with the suggested weight and measure the share.
     (finding,) = ignored_losses(_ctx(runs.tiny_weight(tmp_path / "tiny")))
-    assert finding.loss == "aux" and finding.evidence["weight"] == pytest.approx(1e-3)
+    assert finding.loss == "aux"
+    assert finding.evidence["weight"] == pytest.approx(1e-3)
     suggested = float(finding.evidence["suggested_weight"])
-    assert f"{suggested:.3g}" in finding.suggestion and "10% of the update" in finding.suggestion
+    assert f"{suggested:.3g}" in finding.suggestion
+    assert "10% of the update" in finding.suggestion
     fixed = runs.tiny_weight(tmp_path / "fixed", weight=suggested)
     assert _median_share(fixed, "aux") == pytest.approx(0.10, abs=0.01)
 
@@ -40,7 +42,8 @@ def test_target_share_is_an_option(tmp_path: Path) -> None:
 def test_fallback_share_from_weighted_magnitudes(tmp_path: Path) -> None:
     run = runs.tiny_weight(tmp_path / "tiny", grad_diagnostics=False)
     (finding,) = ignored_losses(_ctx(run))
-    assert finding.weak and "share of the weighted loss" in finding.message
+    assert finding.weak
+    assert "share of the weighted loss" in finding.message
     # Reference: |w L| / sum |w L| by hand over the last 50 rows.
     table = read_run(run).train.tail(50)
     aux, task = np.abs(table.column("weighted/aux")), np.abs(table.column("weighted/task"))
@@ -55,7 +58,8 @@ def test_dominant_suggests_a_lower_weight(tmp_path: Path) -> None:
         return fabricate_run(path, losses, steps=runs.STEPS)
 
     (finding,) = dominant_losses(_ctx(make(tmp_path / "dom", 30.0)))
-    assert finding.loss == "task" and "lower its weight from 30" in finding.suggestion
+    assert finding.loss == "task"
+    assert "lower its weight from 30" in finding.suggestion
     weight = float(finding.evidence["suggested_weight"])
     assert _median_share(make(tmp_path / "fixed", weight), "task") == pytest.approx(0.5, abs=0.01)
 
@@ -64,7 +68,8 @@ def test_nothing_for_one_loss_or_too_few_rows(tmp_path: Path) -> None:
     from multiloss.report.synthetic import SyntheticLoss, fabricate_run
 
     single = fabricate_run(tmp_path / "one", [SyntheticLoss("task")], steps=60)
-    assert ignored_losses(_ctx(single)) == [] and dominant_losses(_ctx(single)) == []
+    assert ignored_losses(_ctx(single)) == []
+    assert dominant_losses(_ctx(single)) == []
     short = runs.tiny_weight(tmp_path / "short", steps=8)
     assert ignored_losses(_ctx(short)) == []
 

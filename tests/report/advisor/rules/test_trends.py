@@ -20,8 +20,10 @@ def _ctx(path: Path) -> Context:
 
 def test_rising_loss_while_task_falls(tmp_path: Path) -> None:
     (finding,) = stalled_losses(_ctx(runs.rising(tmp_path / "r")))
-    assert finding.loss == "depth" and "worse" in finding.message
-    assert "task improved" in finding.message and finding.evidence["improvement"] < -0.05
+    assert finding.loss == "depth"
+    assert "worse" in finding.message
+    assert "task improved" in finding.message
+    assert finding.evidence["improvement"] < -0.05
 
 
 def test_flat_task_loss_is_stalled_but_a_flat_module_loss_is_not(tmp_path: Path) -> None:

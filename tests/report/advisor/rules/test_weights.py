@@ -32,5 +32,6 @@ def test_fixed_and_mildly_learned_weights_are_fine(tmp_path: Path) -> None:
 def test_message_shows_both_weights(tmp_path: Path) -> None:
     ctx = Context.build(read_run(runs.collapsing_weight(tmp_path / "c")).train, AdvisorConfig())
     (finding,) = unstable_weights(ctx)
-    assert "from 0.95 to" in finding.message and "Uncertainty" in finding.suggestion
+    assert "from 0.95 to" in finding.message
+    assert "Uncertainty" in finding.suggestion
     assert finding.evidence["ratio"] < 1e-3
