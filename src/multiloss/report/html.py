@@ -55,7 +55,7 @@ def _run_table(runs: Sequence[Run]) -> str:
     for run in runs:
         info = run.info
         status = "still being written" if run.partial else "complete"
-        started = info.get("start_time")
+        started = info.get("started", info.get("start_time"))
         when = (
             datetime.datetime.fromtimestamp(float(started)).strftime("%Y-%m-%d %H:%M")
             if isinstance(started, int | float)

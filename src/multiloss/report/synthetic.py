@@ -179,13 +179,18 @@ def fabricate_run(
     if partial_tail:
         text += json.dumps({"kind": "train", "step": steps + log_every, "loss/x": 1.0})[:20]
     (folder / METRICS_FILE).write_text(text, encoding="utf-8")
+    # The keys the Trainer writes (its _describe), with made-up values.
     info = {
         "multiloss": "synthetic",
         "torch": None,
-        "world_size": 1,
         "model": "SyntheticModel",
-        "trainer": {"log_every": log_every, "steps": steps},
-        "start_time": start,
+        "parameters": 0,
+        "world_size": 1,
+        "start_step": 0,
+        "total_steps": steps,
+        "resumed": False,
+        "started": start,
+        "trainer": f"fabricate_run(steps={steps}, log_every={log_every})",
     }
     (folder / RUN_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
     return folder

@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import Any
 
 from multiloss._validation import check_int
-from multiloss.report.advisor._hook_base import Hook
 from multiloss.report.advisor.advise import advise_table
 from multiloss.report.advisor.config import AdvisorConfig
 from multiloss.report.advisor.finding import Finding
 from multiloss.report.reader import METRICS_FILE, read_run
 from multiloss.report.table import Table
+from multiloss.training.hooks import Hook
 
 __all__ = ["AdvisorHook"]
 
@@ -29,6 +29,8 @@ class AdvisorHook(Hook):
 
     Args:
         every: Check after this many training rows.
+        start: Rows to wait before the first check (default: the advisor's ``window``), so
+            the first, fast-moving steps of training are not judged on their own.
         max_rows: Most rows kept in memory.
         config: Thresholds (``AdvisorConfig``); ``**thresholds`` override single fields.
 
@@ -46,13 +48,14 @@ class AdvisorHook(Hook):
         ...                  "weighted/aux": 1e-6 * aux, "weight/aux": 1e-6})
         advice ignored aux
         >>> hook
-        AdvisorHook(every=50, max_rows=4000, rows=100, active=1)
+        AdvisorHook(every=50, start=50, max_rows=4000, rows=100, active=1)
     """
 
     def __init__(
         self,
         every: int = 10,
         *,
+        start: int | None = None,
         max_rows: int = 4000,
         config: AdvisorConfig | None = None,
         **thresholds: Any,
@@ -60,9 +63,15 @@ class AdvisorHook(Hook):
         self.every = check_int(every, "`every` of AdvisorHook", min_value=1)
         self.max_rows = check_int(max_rows, "`max_rows` of AdvisorHook", min_value=100)
         self.config = AdvisorConfig.from_options(config, **thresholds)
+        self.start = (
+            self.config.window
+            if start is None
+            else check_int(start, "`start` of AdvisorHook", min_value=0)
+        )
         self.findings: list[Finding] = []
         self._rows: list[dict[str, float]] = []
         self._since = 0
+        self._seen = 0
         self._active: set[tuple[str, str]] = set()
 
     def before_train(self) -> None:
@@ -78,6 +87,7 @@ class AdvisorHook(Hook):
                 if value == value:
                     row[key] = value
             self._rows.append(row)
+        self._seen = len(self._rows)
         self._thin()
 
     def on_log(self, record: dict[str, Any]) -> None:
@@ -87,7 +97,8 @@ class AdvisorHook(Hook):
         self._rows.append(dict(record))
         self._thin()
         self._since += 1
-        if self._since >= self.every:
+        self._seen += 1
+        if self._since >= self.every and self._seen >= self.start:
             self._since = 0
             self.check()
 
@@ -130,8 +141,8 @@ class AdvisorHook(Hook):
 
     def __repr__(self) -> str:
         return (
-            f"AdvisorHook(every={self.every}, max_rows={self.max_rows}, rows={len(self._rows)}, "
-            f"active={len(self._active)})"
+            f"AdvisorHook(every={self.every}, start={self.start}, max_rows={self.max_rows}, "
+            f"rows={len(self._rows)}, active={len(self._active)})"
         )
 
 

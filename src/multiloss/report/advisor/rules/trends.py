@@ -97,7 +97,10 @@ def stalled_losses(ctx: Context) -> list[Finding]:
             continue
         leaders = sorted(better.items(), key=lambda item: -item[1])[:3]
         listed = ", ".join(f"{name} improved {value:.0%}" for name, value in leaders)
-        state = f"got {-own:.0%} worse" if worse else f"stayed flat ({-own:+.1%})"
+        if worse:
+            state = f"got {-own:.0%} worse" if own > -1 else f"got {1 - own:.3g} times worse"
+        else:
+            state = f"stayed flat ({-own:+.1%})"
         message = f"{loss}: {state} over {ctx.span} while {listed}"
         if worse:
             suggestion = (

@@ -29,9 +29,9 @@ def unstable_weights(ctx: Context) -> list[Finding]:
             continue
         first = float(logged[0])
         recent = np.abs(ctx.window.column(f"weight/{loss}"))
-        late = median(recent) if np.isfinite(recent).any() else float("inf")
-        if not np.isfinite(first) or first == 0:
-            continue
+        if not np.isfinite(first) or first == 0 or not np.isfinite(recent).any():
+            continue  # no recent weights: the loss is no longer logged, nothing to judge
+        late = median(recent)
         ratio = late / first
         evidence: Evidence = {"first_weight": first, "recent_weight": late, "ratio": ratio}
         if ratio <= cfg.collapse:
