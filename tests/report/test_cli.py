@@ -26,7 +26,17 @@ def test_several_runs_no_advice_and_options(
 ) -> None:
     a = runs.healthy(tmp_path / "a", steps=40)
     b = runs.healthy(tmp_path / "b", steps=40, seed=1)
-    options = "--no-advice --group never --max-points 100 --smoothing 0 --dpi 30".split()
+    options = [
+        "--no-advice",
+        "--group",
+        "never",
+        "--max-points",
+        "100",
+        "--smoothing",
+        "0",
+        "--dpi",
+        "30",
+    ]
     args = [str(a), str(b), "--out", str(tmp_path / "o"), *options, "--title", "A vs B"]
     assert main(args) == 0
     out = capsys.readouterr().out
