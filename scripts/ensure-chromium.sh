@@ -21,8 +21,14 @@ fi
 
 echo "ensure-chromium: installing Debian's chromium package (headless browser for the report test)" >&2
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq >/dev/null
-$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+# apt's chatter goes to a log that is shown only when something fails.
+if ! { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends chromium; } >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "ensure-chromium: apt-get failed (see above); install it by hand: apt-get install -y chromium" >&2
+    exit 1
+fi
 command -v chromium >/dev/null 2>&1 || {
     echo "ensure-chromium: apt-get finished but no 'chromium' command was found" >&2
     exit 1

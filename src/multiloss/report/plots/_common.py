@@ -27,12 +27,14 @@ __all__ = [
     "Plot",
     "PlotOptions",
     "Series",
+    "cell_edges",
     "draw_series",
     "finish_axes",
     "grid_figure",
     "group_series",
     "loss_groups",
     "new_figure",
+    "present",
     "run_color",
     "series_color",
     "set_scale",
@@ -206,6 +208,31 @@ def group_series(
         return Series(steps, np.nansum(stacked, axis=0))
     return Series(
         steps, np.nanmean(stacked, axis=0), np.nanmin(stacked, axis=0), np.nanmax(stacked, axis=0)
+    )
+
+
+def present(run: Run, groups: Sequence[LossGroup]) -> list[tuple[int, LossGroup]]:
+    """The groups (with their index, which fixes their color) that ``run`` logged a loss of."""
+    return [
+        (index, group)
+        for index, group in enumerate(groups)
+        if any(f"loss/{member}" in run.train for member in group.members)
+    ]
+
+
+def cell_edges(centers: NDArray[np.generic]) -> FloatArray:
+    """Edges of heatmap cells around ``centers`` (midpoints; the ends mirror the next gap).
+
+    Example:
+        >>> cell_edges(np.array([0.0, 2.0, 3.0])).tolist()
+        [-1.0, 1.0, 2.5, 3.5]
+    """
+    values = np.asarray(centers, dtype=np.float64)
+    if values.size == 1:
+        return np.array([values[0] - 0.5, values[0] + 0.5])
+    middle = (values[1:] + values[:-1]) / 2.0
+    return np.concatenate(
+        [[values[0] - (middle[0] - values[0])], middle, [values[-1] + (values[-1] - middle[-1])]]
     )
 
 

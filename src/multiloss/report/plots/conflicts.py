@@ -13,9 +13,11 @@ from multiloss.report.naming import LossGroup, split_pair
 from multiloss.report.plots._common import (
     Plot,
     PlotOptions,
+    cell_edges,
     finish_axes,
     loss_groups,
     new_figure,
+    present,
     to_png,
 )
 from multiloss.report.reader import Run
@@ -123,9 +125,8 @@ def _plot_run(run: Run, groups: Sequence[LossGroup], options: PlotOptions) -> by
     axes = lower.subplots()
     matrix = np.stack([cosines[key] for key in pairs], axis=1)
     x, means = bucket_matrix(steps, matrix, min(options.max_points, 400))
-    image = axes.pcolormesh(
-        x, np.arange(len(pairs)), means.T, cmap="RdBu", vmin=-1.0, vmax=1.0, shading="nearest"
-    )
+    rows = cell_edges(np.arange(len(pairs)))
+    image = axes.pcolormesh(cell_edges(x), rows, means.T, cmap="RdBu", vmin=-1.0, vmax=1.0)
     pair_labels = [
         f"{labels[i]} | {labels[j]}" if i != j else f"within {labels[i]}" for i, j in pairs
     ]
@@ -141,7 +142,7 @@ def plot_conflicts(runs: Sequence[Run], options: PlotOptions) -> list[Plot]:
     groups = loss_groups(runs, options)
     plots = []
     for index, run in enumerate(runs):
-        png = _plot_run(run, groups, options)
+        png = _plot_run(run, [group for _, group in present(run, groups)], options)
         if png is None:
             continue
         plots.append(

@@ -14,6 +14,7 @@ from multiloss.report.naming import LossGroup
 from multiloss.report.plots._common import (
     Plot,
     PlotOptions,
+    cell_edges,
     draw_series,
     finish_axes,
     grid_figure,
@@ -52,13 +53,12 @@ def plot_moe_load(runs: Sequence[Run], options: PlotOptions) -> list[Plot]:
                 relative = load_matrix(run.train, layer, experts)
                 steps, means = bucket_matrix(run.train.steps, relative, _MAX_COLUMNS)
                 image = axes.pcolormesh(
-                    steps,
-                    np.arange(len(experts)),
+                    cell_edges(steps),
+                    cell_edges(np.arange(len(experts))),
                     means.T,
                     cmap="viridis",
                     vmin=0.0,
                     vmax=2.0,
-                    shading="nearest",
                 )
                 axes.set_ylabel("expert", fontsize=8)
                 finish_axes(axes, layer)

@@ -15,6 +15,7 @@ from multiloss.report.plots._common import (
     finish_axes,
     grid_figure,
     loss_groups,
+    present,
     series_color,
     to_png,
 )
@@ -70,11 +71,12 @@ def plot_shares(runs: Sequence[Run], options: PlotOptions) -> list[Plot]:
     figure, axes_list = grid_figure(len(usable), columns=2, panel_height=3.4)
     notes = []
     for axes, run in zip(axes_list, usable, strict=True):
-        matrix, from_gradients = share_matrix(run.train, groups)
+        here = present(run, groups)  # only this run's losses; colors stay those of all runs
+        matrix, from_gradients = share_matrix(run.train, [group for _, group in here])
         steps, means = bucket_matrix(run.train.steps, matrix, options.max_points)
         means = np.nan_to_num(means, nan=0.0)
-        colors = [series_color(i) for i in range(len(groups))]
-        labels = [group.label for group in groups]
+        colors = [series_color(index) for index, _ in here]
+        labels = [group.label for _, group in here]
         # Stack the positive parts upward and the negative parts (a loss whose gradient points
         # against the update) downward, so both stay visible and nothing cancels out.
         axes.stackplot(steps, np.clip(means, 0, None).T, colors=colors, labels=labels, alpha=0.85)
