@@ -134,12 +134,16 @@ def new_figure(width: float, height: float, *, constrained: bool = True) -> Figu
 
 
 def grid_figure(
-    panels: int, *, columns: int = 3, panel_height: float = 2.4
+    panels: int, *, columns: int = 3, panel_height: float = 2.4, width: float | None = None
 ) -> tuple[Figure, list[Axes]]:
-    """A figure with ``panels`` small-multiple axes in rows of ``columns``; extras removed."""
+    """A figure with ``panels`` small-multiple axes in rows of ``columns``; extras removed.
+
+    The page is 11 inches wide; a lone small panel gets 6.5 unless ``width`` says otherwise.
+    """
     columns = max(1, min(columns, panels))
     rows = math.ceil(panels / columns)
-    width, height = 11.0, panel_height * rows + 0.2
+    width = width if width is not None else (11.0 if columns > 1 else 6.5)
+    height = panel_height * rows + 0.2
     figure = new_figure(width, height, constrained=False)
     # Fixed margins in inches: room for tick labels on the left, a title above each panel and
     # the step label below it.

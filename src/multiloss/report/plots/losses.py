@@ -96,7 +96,7 @@ def plot_weighted_overview(runs: Sequence[Run], options: PlotOptions) -> list[Pl
     if not usable:
         return []
     groups = loss_groups(usable, options)
-    figure, axes_list = grid_figure(len(usable), columns=2, panel_height=3.4)
+    figure, axes_list = grid_figure(len(usable), columns=2, panel_height=3.4, width=11.0)
     for axes, run in zip(axes_list, usable, strict=True):
         drawn = []
         for index, group in enumerate(groups):

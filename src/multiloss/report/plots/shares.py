@@ -68,7 +68,7 @@ def plot_shares(runs: Sequence[Run], options: PlotOptions) -> list[Plot]:
     if not usable:
         return []
     groups = loss_groups(usable, options)
-    figure, axes_list = grid_figure(len(usable), columns=2, panel_height=3.4)
+    figure, axes_list = grid_figure(len(usable), columns=2, panel_height=3.4, width=11.0)
     notes = []
     for axes, run in zip(axes_list, usable, strict=True):
         here = present(run, groups)  # only this run's losses; colors stay those of all runs

@@ -31,7 +31,7 @@ def plot_weights(runs: Sequence[Run], options: PlotOptions) -> list[Plot]:
     if not usable:
         return []
     groups = loss_groups(usable, options)
-    figure, axes_list = grid_figure(len(usable), columns=2, panel_height=3.2)
+    figure, axes_list = grid_figure(len(usable), columns=2, panel_height=3.2, width=11.0)
     for axes, run in zip(axes_list, usable, strict=True):
         drawn = []
         for index, group in enumerate(groups):
