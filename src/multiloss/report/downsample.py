@@ -21,7 +21,12 @@ FloatArray = NDArray[np.float64]
 
 
 class Buckets(NamedTuple):
-    """A downsampled series: x (mean step of each bucket), mean, min and max values."""
+    """A downsampled series: x (mean step of each bucket), mean, min and max values.
+
+    Example:
+        >>> bucket(np.arange(4), np.array([1.0, 3.0, 5.0, 7.0]), 2).x.tolist()
+        [0.5, 2.5]
+    """
 
     x: FloatArray
     mean: FloatArray

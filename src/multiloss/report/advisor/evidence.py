@@ -25,7 +25,14 @@ FloatArray = NDArray[np.float64]
 
 @dataclass(frozen=True)
 class Context:
-    """What every rule sees: the whole run, its last window, the losses and the thresholds."""
+    """What every rule sees: the whole run, its last window, the losses and the thresholds.
+
+    Example:
+        >>> rows = [{"step": s, "loss/a": 1.0, "weight/a": 0.5} for s in range(1, 81)]
+        >>> ctx = Context.build(Table.from_rows(rows), AdvisorConfig())
+        >>> ctx.span, ctx.losses, ctx.weight("a")
+        ('steps 31..80', ['a'], 0.5)
+    """
 
     table: Table
     window: Table
@@ -34,6 +41,7 @@ class Context:
 
     @classmethod
     def build(cls, table: Table, config: AdvisorConfig) -> Context:
+        """The context for ``table`` (training rows) under ``config``."""
         return cls(table, table.tail(config.window), table.names("loss/"), config)
 
     @property
@@ -44,6 +52,7 @@ class Context:
 
     @property
     def last_step(self) -> int:
+        """The last logged step (0 for an empty table)."""
         return int(self.table.steps[-1]) if len(self.table) else 0
 
     def weight(self, loss: str, *, window: bool = True) -> float:

@@ -1,4 +1,4 @@
-"""Shared plotting machinery: options, figures without pyplot, series, scales and colors.
+"""Shared plotting machinery: figures without pyplot, series, scales and colors.
 
 Figures are built with ``matplotlib.figure.Figure`` and rendered by the Agg canvas directly, so
 making a report never touches pyplot's global state (nor the user's interactive backend).
@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -17,9 +16,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from numpy.typing import NDArray
 
-from multiloss._validation import check_choice, check_finite_float, check_int
 from multiloss.report.downsample import bucket, smooth, smoothing_window
-from multiloss.report.naming import GROUP_MODES, LossGroup, group_losses
+from multiloss.report.naming import LossGroup, group_losses
+from multiloss.report.plots._base import Plot, PlotOptions, Series
 from multiloss.report.reader import Run
 from multiloss.report.table import Table
 
@@ -48,78 +47,6 @@ _PALETTE = (
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
     "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22",
 )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class PlotOptions:
-    """How the report draws its plots.
-
-    Args:
-        max_points: Most points per line; longer series are bucketed (mean line, min-max band).
-        smoothing: EMA window as a fraction of the number of plotted points (0 = none).
-        group: Group module losses by their last name part: ``"auto"`` (when there are more
-            than ``max_series`` losses), ``"always"`` or ``"never"``.
-        max_series: Losses shown ungrouped under ``group="auto"``.
-        panels_per_figure: Most small-multiple panels in one image (more make more images).
-        dpi: Resolution of the PNG files.
-        log_decades: A positive series spanning at least this many decades gets a log axis.
-
-    Example:
-        >>> PlotOptions(max_points=300)
-        PlotOptions(max_points=300, smoothing=0.02, group='auto', max_series=12, \
-panels_per_figure=12, dpi=96, log_decades=2.0)
-    """
-
-    max_points: int = 600
-    smoothing: float = 0.02
-    group: str = "auto"
-    max_series: int = 12
-    panels_per_figure: int = 12
-    dpi: int = 96
-    log_decades: float = 2.0
-
-    def __post_init__(self) -> None:
-        check_int(self.max_points, "`max_points` of PlotOptions", min_value=10)
-        check_finite_float(self.smoothing, "`smoothing` of PlotOptions", min_value=0, max_value=1)
-        check_choice(self.group, "`group` of PlotOptions", GROUP_MODES)
-        check_int(self.max_series, "`max_series` of PlotOptions", min_value=1)
-        check_int(self.panels_per_figure, "`panels_per_figure` of PlotOptions", min_value=1)
-        check_int(self.dpi, "`dpi` of PlotOptions", min_value=20)
-        check_finite_float(self.log_decades, "`log_decades` of PlotOptions", min_value=0.5)
-
-
-@dataclass
-class Plot:
-    """One rendered image of the report.
-
-    Attributes:
-        key: File stem, unique within a report (``losses-1``).
-        section: Section heading it belongs under.
-        title: Caption heading.
-        png: The encoded PNG.
-        caption: What the image shows and how to read it.
-        notes: Warnings about the evidence (e.g. a fallback was used).
-    """
-
-    key: str
-    section: str
-    title: str
-    png: bytes
-    caption: str = ""
-    notes: list[str] = field(default_factory=list)
-
-    def __repr__(self) -> str:
-        return f"Plot(key={self.key!r}, section={self.section!r}, bytes={len(self.png)})"
-
-
-@dataclass(frozen=True)
-class Series:
-    """One line to draw: steps, values, and an optional band (e.g. min-max over group members)."""
-
-    steps: FloatArray
-    values: FloatArray
-    low: FloatArray | None = None
-    high: FloatArray | None = None
 
 
 def new_figure(width: float, height: float, *, constrained: bool = True) -> Figure:
