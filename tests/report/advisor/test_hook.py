@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 
 from multiloss.report.advisor import AdvisorHook
-from multiloss.report.reader import read_run
 from tests.report import runs
 
 
 class FakeTrainer:
-    def __init__(self, run_dir: Path | None = None) -> None:
+    def __init__(self, run_dir: Path | None = None, step: int = 0) -> None:
         self.run_dir = run_dir
+        self.step = step
         self.events: list[tuple[str, str, dict[str, Any]]] = []
 
     def event(self, event: str, message: str, **fields: Any) -> None:
@@ -79,10 +79,14 @@ def test_resume_reads_the_run_directory_and_keeps_reported_findings(tmp_path: Pa
     state = first.state_dict()
 
     second = AdvisorHook(every=10)
-    second.trainer = FakeTrainer(run_dir=run)
+    second.trainer = FakeTrainer(run_dir=run, step=150)
     second.load_state_dict(state)
-    second.before_train()  # preloads the logged rows
-    assert f"rows={len(read_run(run).train)}" in repr(second)
+    second.before_train()  # preloads the logged rows up to the resume step
+    assert "rows=150" in repr(second)
+    fresh = AdvisorHook()
+    fresh.trainer = FakeTrainer(run_dir=run, step=0)
+    fresh.before_train()  # a fresh run ignores an old log
+    assert "rows=0" in repr(fresh)
     _feed(second, [{**row, "step": row["step"] + runs.STEPS} for row in rows[100:120]])
     assert second.trainer.events == []  # already reported before the resume
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from multiloss._validation import check_int
 from multiloss.report.advisor.advise import advise_table
 from multiloss.report.advisor.config import AdvisorConfig
@@ -75,16 +77,22 @@ class AdvisorHook(Hook):
         self._active: set[tuple[str, str]] = set()
 
     def before_train(self) -> None:
-        """On a resumed run, start from the rows already in the run directory."""
-        run_dir = getattr(getattr(self, "trainer", None), "run_dir", None)
-        if self._rows or run_dir is None or not (Path(run_dir) / METRICS_FILE).is_file():
+        """On a resumed run, start from the rows the run directory holds up to the resume step."""
+        trainer = getattr(self, "trainer", None)
+        run_dir = getattr(trainer, "run_dir", None)
+        step = int(getattr(trainer, "step", 0) or 0)
+        # A fresh run (step 0) starts empty, whatever an old metrics.jsonl may still hold.
+        if self._rows or run_dir is None or step <= 0:
+            return
+        if not (Path(run_dir) / METRICS_FILE).is_file():
             return
         table = read_run(run_dir).train
-        for index in range(len(table)):
+        columns = {key: table.column(key) for key in table}
+        for index in np.flatnonzero(table.steps <= step):
             row: dict[str, float] = {"step": int(table.steps[index])}
-            for key in table:
-                value = float(table.column(key)[index])
-                if value == value:
+            for key, values in columns.items():
+                value = float(values[index])
+                if value == value:  # not NaN: the row had this key
                     row[key] = value
             self._rows.append(row)
         self._seen = len(self._rows)
