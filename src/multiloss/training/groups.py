@@ -43,6 +43,7 @@ class OptimizerGroup:
     scheduler: Any = None
     name: str | None = None
     patterns: tuple[str, ...] = field(init=False, repr=False)
+    selects_all: bool = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.optimizer, torch.optim.Optimizer):
@@ -57,10 +58,11 @@ class OptimizerGroup:
             check_loss_name(p, "each of `losses` of OptimizerGroup") for p in patterns
         )
         self.steps = check_int(self.steps, "`steps` of OptimizerGroup", min_value=1)
+        self.selects_all = "*" in self.patterns
 
     def selects(self, name: str) -> bool:
         """Whether this group backpropagates the loss ``name``."""
-        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.patterns)
+        return self.selects_all or any(fnmatch.fnmatchcase(name, p) for p in self.patterns)
 
     def __repr__(self) -> str:
         return (

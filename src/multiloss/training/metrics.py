@@ -8,7 +8,7 @@ period everything is stacked and moved to the host in one transfer.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -17,6 +17,7 @@ from torch import Tensor
 __all__ = ["PeriodMetrics"]
 
 Weight = float | Tensor
+Reducer = Callable[[Tensor, Sequence[str]], Tensor]
 
 
 class PeriodMetrics:
@@ -49,11 +50,15 @@ class PeriodMetrics:
         """Values read as they are at the log step (aux diagnostics, balancer diagnostics)."""
         self._extra.update(values)
 
-    def read(self) -> dict[str, float]:
+    def read(self, reduce: Reducer | None = None) -> dict[str, float]:
         """Means over the period as floats (one device->host transfer), then reset.
 
         Keys: ``loss/<name>``, ``weighted/<name>``, ``weight/<name>`` (last weight used),
         ``metric/<name>`` and whatever was passed to :meth:`set_extra`, plus ``total``.
+
+        Args:
+            reduce: ``reduce(values, keys)`` applied to the flat vector of values (keys in
+                sorted order, the same on every rank): the trainer passes the mean over ranks.
         """
         keys: list[str] = []
         parts: list[Tensor] = []
@@ -75,7 +80,12 @@ class PeriodMetrics:
         numbers: list[float] = []
         if parts:
             device = parts[0].device
-            flat = torch.cat([part.reshape(-1).float().to(device) for part in parts])
+            flat = torch.cat([part.reshape(-1).double().to(device) for part in parts])
+            order = sorted(range(len(keys)), key=keys.__getitem__)  # rank-consistent order
+            keys = [keys[i] for i in order]
+            flat = flat[torch.tensor(order, device=device)]
+            if reduce is not None:
+                flat = reduce(flat, keys)
             numbers = flat.cpu().tolist()
         result: dict[str, float] = dict(zip(keys, numbers, strict=True))
         weighted = [value for key, value in result.items() if key.startswith("weighted/")]

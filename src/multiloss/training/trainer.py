@@ -9,15 +9,18 @@ sinks, validation, checkpoints, user hooks) hangs off that loop.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import time
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 import multiloss
 from multiloss._modules import unwrap
@@ -29,13 +32,13 @@ from multiloss.sinks import JSONLSink, ProgressBar, RunInfo, Sink, TensorBoardSi
 from multiloss.training.amp import resolve_amp
 from multiloss.training.checkpoint import find_checkpoints, load_latest, save_checkpoint
 from multiloss.training.data import DataStream
-from multiloss.training.distributed import DistContext
 from multiloss.training.groups import OptimizerGroup, select_group
 from multiloss.training.history import History
 from multiloss.training.hooks import CheckpointHook, EvalHook, Hook
 from multiloss.training.metrics import PeriodMetrics
 from multiloss.training.model_io import ForwardFn, batch_size, call_model, merge_output, to_device
 from multiloss.training.rng import get_rng_state, set_rng_state
+from multiloss.training.sharding import init_distributed, shard
 from multiloss.training.state import check_compatible
 
 __all__ = ["Trainer"]
@@ -131,10 +134,11 @@ class Trainer:
         val_every: int | None = None,
         grad_diagnostics: bool = False,
         shared: Sequence[nn.Parameter] | None = None,
+        ddp: bool | Mapping[str, Any] = True,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"`model` must be an nn.Module; got {describe(model)}")
-        self.dist = DistContext.detect()
+        self.dist = init_distributed(torch.device(device) if device is not None else None)
         self.model = unwrap(model)
         self.net: nn.Module = model
         self._whole_batch = losses is not None
@@ -166,6 +170,8 @@ class Trainer:
         )
         self.accumulate = check_int(accumulate, "`accumulate`", min_value=1)
         self.device = torch.device(device) if device is not None else _device_of(self.net)
+        self.net = self._wrap_ddp(self.net, ddp)
+        self._ddp = isinstance(self.net, DistributedDataParallel)
         self.amp = resolve_amp(amp, self.device)
         self.forward = forward
         self.val_every = val_every
@@ -192,6 +198,28 @@ class Trainer:
         self._period_steps = 0
 
     # ------------------------------------------------------------------------------------
+    def _wrap_ddp(self, net: nn.Module, ddp: bool | Mapping[str, Any]) -> nn.Module:
+        if isinstance(net, DistributedDataParallel) or not self.dist.active or ddp is False:
+            return net
+        if ddp is True:
+            options: dict[str, Any] = {}
+        elif isinstance(ddp, Mapping):
+            options = dict(ddp)
+        else:
+            raise TypeError(f"`ddp` must be a bool or a dict of DDP options; got {describe(ddp)}")
+        if len(self.groups) > 1:
+            # Each group backpropagates only its own losses: the others' parameters get no
+            # gradient in that step, which DDP must be told to expect.
+            options.setdefault("find_unused_parameters", True)
+        if self.device.type == "cuda":
+            options.setdefault("device_ids", [self.device.index])
+        return DistributedDataParallel(net, **options)
+
+    @property
+    def _eval_net(self) -> nn.Module:
+        # Evaluation runs without DDP's wrapper: no buffer broadcast, no collective per batch.
+        return self.net.module if isinstance(self.net, DistributedDataParallel) else self.net
+
     def _default_sinks(self) -> list[Sink]:
         sinks: list[Sink] = [ProgressBar()]
         if self.run_dir is not None:
@@ -240,9 +268,11 @@ class Trainer:
             check_int(epochs, "`epochs`", min_value=1)
         if steps is not None:
             check_int(steps, "`steps`", min_value=1)
-        self._stream = DataStream(data, max_epochs=epochs)
+        self._stream = DataStream(shard(data, self.dist), max_epochs=epochs)
         self.completed = False
         self.hooks = self._build_hooks(val_data)
+        for group in self.groups:  # gradients are zeroed after each step; start clean too
+            group.optimizer.zero_grad(set_to_none=True)
         self._aux_layers = [m for m in self.net.modules() if isinstance(m, AuxiliaryLossModule)]
         resumed_from = self._resume() if resume else None
         if not resume and self.step == 0:
@@ -280,24 +310,25 @@ class Trainer:
             ``{"total": ..., "loss/<name>": ..., "weighted/<name>": ...,
             "weight/<name>": ..., "metric/<name>": ...}``.
         """
-        was_training = self.net.training
-        self.net.eval()
+        net = self._eval_net
+        was_training = net.training
+        net.eval()
         metrics = PeriodMetrics()
         try:
             with torch.no_grad():
                 for index, batch in enumerate(data):
                     if max_batches is not None and index >= max_batches:
                         break
-                    book = self._forward(to_device(batch, self.device))
+                    book = self._forward(to_device(batch, self.device), net)
                     names, raw, weights = self._weigh(book, check=False)
                     # Weight each batch by its size, so the mean is per example.
                     metrics.add(names, raw, weights, count=batch_size(batch))
                     metrics.add_metrics(book.metrics)
         finally:
-            self.net.train(was_training)
+            net.train(was_training)
         if not metrics:
             raise ValueError("evaluate() got no batch: `data` is empty")
-        return metrics.read()
+        return metrics.read(self._reducer)
 
     def validate(self, data: Iterable[Any]) -> dict[str, Any]:
         """Evaluate, log a ``val`` row, and return it. The RNG state is left untouched."""
@@ -317,13 +348,20 @@ class Trainer:
         )
 
     def save_checkpoint(self) -> Path | None:
-        """Write a checkpoint of everything needed to continue exactly (rank 0 only)."""
+        """Write a checkpoint of everything needed to continue exactly.
+
+        Under ``torch.distributed`` every rank must call it (the hook does): each rank's RNG
+        state and data position are gathered, and rank 0 writes the file.
+        """
         if self.run_dir is None:
             raise ValueError("save_checkpoint() needs a `run_dir`; the trainer has none")
+        ranks = self.dist.gather({"rng": get_rng_state(), "data": self._data.state_dict()})
         if not self.dist.is_main:
             return None
+        state = self._state()
+        state["ranks"] = ranks
         return save_checkpoint(
-            self.run_dir / "checkpoints", self.step, self._state(), keep=self.keep_checkpoints
+            self.run_dir / "checkpoints", self.step, state, keep=self.keep_checkpoints
         )
 
     # -- one optimizer step ---------------------------------------------------------------
@@ -337,34 +375,39 @@ class Trainer:
         group = select_group(self.groups, self.step)
         epoch_before = self._data.epoch
         log_step = (self.step + 1) % self.log_every == 0
-        for g in self.groups:
-            g.optimizer.zero_grad(set_to_none=True)
-        bad: Tensor | None = None
+        ok: Tensor | None = None
         passes = 0
+        # DDP reduces gradients in the last pass only; with a balancer, which computes its own
+        # per-loss gradients, not at all: the gradients are averaged after the step's passes.
+        manual_sync = self._ddp and self.balancer is not None
         for micro in range(self.accumulate):
             try:
                 batch = self._data.next()
             except StopIteration:
                 break
             passes += 1
-            book = self._forward(to_device(batch, self.device))
-            names, raw, weights = self._weigh(book, check=not self._checked_weight_keys)
-            self._checked_weight_keys = True
-            flag = self._flags(names, raw, book)
-            bad = flag if bad is None else bad | flag
-            diagnostics = log_step and micro == self.accumulate - 1
-            used = self._backward(book, names, weights, group, diagnostics)
+            last = micro == self.accumulate - 1
+            quiet = self._ddp and (manual_sync or not last)
+            with self.net.no_sync() if quiet else contextlib.nullcontext():  # type: ignore[operator]
+                book = self._forward(to_device(batch, self.device))
+                names, raw, weights = self._weigh(book, check=not self._checked_weight_keys)
+                self._checked_weight_keys = True
+                flag = self._flags(names, raw, book)
+                ok = flag if ok is None else ok & flag
+                used = self._backward(book, names, weights, group, log_step and last)
             self._metrics.add(names, raw, used)
             self._metrics.add_metrics(book.metrics)
             self.last_book = book
         if passes == 0:
             return False
+        if manual_sync or (self._ddp and passes < self.accumulate):
+            self.dist.average_gradients(list(self.net.parameters()))
         if passes < self.accumulate:
             # The data ran out mid-step: rescale so the step averages the passes it has.
             for parameter in _group_parameters(group):
                 if parameter.grad is not None:
                     parameter.grad.mul_(self.accumulate / passes)
-        self._finish_step(group, bad)
+        self._finish_step(group, ok)
         self.step += 1
         self.epoch_ended = self._data.epoch != epoch_before
         self._period_steps += 1
@@ -374,26 +417,30 @@ class Trainer:
             self._log()
         return True
 
-    def _forward(self, batch: Any) -> LossBook:
+    def _forward(self, batch: Any, net: nn.Module | None = None) -> LossBook:
+        net = self.net if net is None else net
         with (
             self.amp.autocast(),
-            collect(self.net, step=self.step, device=self.device, batch=batch) as book,
+            collect(net, step=self.step, device=self.device, batch=batch) as book,
         ):
-            merge_output(book, call_model(self.net, batch, self.forward, self._whole_batch))
+            merge_output(book, call_model(net, batch, self.forward, self._whole_batch))
         return book
+
+    @property
+    def _reducer(self) -> Any:
+        return self.dist.mean_with_keys if self.dist.active else None
 
     def _weigh(self, book: LossBook, *, check: bool) -> tuple[tuple[str, ...], Tensor, list[float]]:
         names = tuple(sorted(book))
         if not names:
             raise ValueError("no loss was returned, emitted or contributed in this step")
         book_weights = book.weights
-        weights = []
-        for name in names:
-            weight = book_weights[name]
-            for pattern, schedule in self.weights.items():
-                if fnmatch.fnmatchcase(name, pattern):
-                    weight *= schedule(self.step)
-            weights.append(weight)
+        weights = [book_weights[name] for name in names]
+        if self.weights:
+            for index, name in enumerate(names):
+                for pattern, schedule in self.weights.items():
+                    if fnmatch.fnmatchcase(name, pattern):
+                        weights[index] *= schedule(self.step)
         if check:
             unknown = [p for p in self.weights if not any(fnmatch.fnmatchcase(n, p) for n in names)]
             if unknown:
@@ -401,21 +448,25 @@ class Trainer:
                     f"`weights` names losses that the first step did not produce: {unknown}; "
                     f"the losses are {list(names)}"
                 )
-        raw = torch.stack([book[name].detach() for name in names])
+        raw = torch.stack([book[name] for name in names]).detach()
         return names, raw, weights
 
     def _flags(self, names: tuple[str, ...], raw: Tensor, book: LossBook) -> Tensor:
-        """One boolean tensor: any loss non-finite, or any auxiliary loss negative."""
-        flag = ~torch.isfinite(raw).all()
+        """Two booleans, true when all is well: [every loss finite, no auxiliary loss < 0].
+
+        The sum of the losses is finite exactly when each one is (an overflow to inf counts
+        as non-finite too: the total would be inf), and costs two small ops instead of three.
+        """
+        finite = torch.isfinite(raw.sum())
         nonnegative = book.nonnegative
-        if nonnegative:
-            key = (names, nonnegative)
-            mask = self._masks.get(key)
-            if mask is None:  # built once per set of names: no host->device copy per step
-                mask = torch.tensor([name in nonnegative for name in names], device=raw.device)
-                self._masks[key] = mask
-            flag = flag | torch.where(mask, raw, 0.0).lt(0).any()
-        return flag
+        if not nonnegative:
+            return torch.stack([finite, torch.ones_like(finite)])
+        key = (names, nonnegative)
+        mask = self._masks.get(key)
+        if mask is None:  # built once per set of names: no host->device copy per step
+            mask = torch.tensor([name in nonnegative for name in names], device=raw.device)
+            self._masks[key] = mask
+        return torch.stack([finite, torch.where(mask, raw, 0.0).ge(0).all()])
 
     def _backward(
         self,
@@ -472,17 +523,20 @@ class Trainer:
             for name, weight in zip(names, weights, strict=True)
         ]
 
-    def _finish_step(self, group: OptimizerGroup, bad: Tensor | None) -> None:
+    def _finish_step(self, group: OptimizerGroup, ok: Tensor | None) -> None:
         scaler = self.amp.scaler
         if scaler is not None:
             scaler.unscale_(group.optimizer)
+        if ok is None:
+            raise RuntimeError("internal error: a step finished without any forward pass")
         if self.grad_clip is not None:
             norm = torch.nn.utils.clip_grad_norm_(list(_group_parameters(group)), self.grad_clip)
-            if scaler is None and bad is not None:
-                bad = bad | ~torch.isfinite(norm)
-        assert bad is not None
-        if bool(self.dist.any(bad)):  # the one device->host read of the step
-            self._nonfinite()
+            if scaler is None:
+                ok = torch.stack([ok[0] & torch.isfinite(norm), ok[1]])
+        # The one device->host read of the step; every rank reaches the same verdict.
+        finite, nonnegative = self.dist.all(ok).tolist()
+        if not (finite and nonnegative):
+            self._nonfinite(negative_somewhere=not nonnegative)
             if scaler is not None:
                 scaler.update()
         else:
@@ -500,9 +554,10 @@ class Trainer:
         for g in self.groups:
             g.optimizer.zero_grad(set_to_none=True)
 
-    def _nonfinite(self) -> None:
+    def _nonfinite(self, *, negative_somewhere: bool) -> None:
         book = self.last_book
-        assert book is not None
+        if book is None:
+            raise RuntimeError("internal error: no loss book for the step being checked")
         values = {name: float(book[name].detach()) for name in sorted(book)}
         broken = {name: value for name, value in values.items() if not _finite(value)}
         negative = {
@@ -512,18 +567,24 @@ class Trainer:
             g.optimizer.zero_grad(set_to_none=True)
         for layer in self._aux_layers:
             layer.reset_accumulation()
-        if negative:
-            details = ", ".join(
-                f"{name!r} = {value:.6g} (from {book.origins[name] or 'the root'})"
-                for name, value in negative.items()
+        if negative_somewhere:
+            details = (
+                ", ".join(
+                    f"{name!r} = {value:.6g} (from {book.origins[name] or 'the root'})"
+                    for name, value in negative.items()
+                )
+                or "on another rank"
             )
             raise ValueError(
                 f"auxiliary loss went negative at step {self.step}: {details}; auxiliary-loss "
                 "layers must return losses >= 0. The optimizer step was not taken."
             )
-        details = ", ".join(f"{name!r} = {value}" for name, value in broken.items()) or (
-            "the losses are finite but the gradient norm is not"
-        )
+        if broken:
+            details = ", ".join(f"{name!r} = {value}" for name, value in broken.items())
+        elif self.dist.active:
+            details = "on another rank (this rank's losses are finite)"
+        else:
+            details = "the losses are finite but the gradient norm is not"
         message = f"non-finite loss at step {self.step}: {details}"
         if self.nonfinite == "raise":
             raise FloatingPointError(
@@ -543,7 +604,7 @@ class Trainer:
                 diagnostics = layer.aux_loss_diagnostics()
                 prefix = f"metric/{path}/" if path else "metric/"
                 self._metrics.set_extra({prefix + k: v for k, v in diagnostics.items()})
-        values = self._metrics.read()
+        values = self._metrics.read(self._reducer)
         elapsed = time.perf_counter() - self._period_start
         record: dict[str, Any] = {
             "kind": "train",
@@ -604,7 +665,9 @@ class Trainer:
     def _build_hooks(self, val_data: Iterable[Any] | None) -> list[Hook]:
         hooks: list[Hook] = []
         if val_data is not None:
-            hooks.append(EvalHook(val_data, every=self.val_every))
+            hooks.append(
+                EvalHook(shard(val_data, self.dist, shuffle_default=False), every=self.val_every)
+            )
         hooks += self.user_hooks
         if self.run_dir is not None:
             hooks.append(CheckpointHook(self.checkpoint_every))
@@ -646,8 +709,7 @@ class Trainer:
             "scaler": self.amp.scaler.state_dict() if self.amp.scaler is not None else None,
             "balancer": self.balancer.state_dict() if self.balancer is not None else None,
             "hooks": [hook.state_dict() for hook in self.hooks],
-            "data": self._data.state_dict(),
-            "rng": get_rng_state(),
+            "world_size": self.dist.world_size,
         }
 
     def _resume(self) -> Path:
@@ -676,8 +738,18 @@ class Trainer:
             hook.load_state_dict(hook_state)
         self.step = int(state["step"])
         self.skipped = int(state["skipped"])
-        self._data.load_state_dict(state["data"])
-        set_rng_state(state["rng"])  # last: skipping batches above may have drawn numbers
+        ranks = state["ranks"]
+        if len(ranks) != self.dist.world_size:
+            warnings.warn(
+                f"checkpoint {path.name} was written by {len(ranks)} process(es) and is resumed "
+                f"by {self.dist.world_size}: model, optimizer and schedules are restored, but "
+                "the data order and random state cannot continue exactly",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        mine = ranks[self.dist.rank % len(ranks)]
+        self._data.load_state_dict(mine["data"])
+        set_rng_state(mine["rng"])  # last: skipping batches above may have drawn numbers
         self._checked_weight_keys = True
         return path
 
