@@ -1,7 +1,8 @@
 """``multiloss report RUN_DIR [RUN_DIR ...] [--out DIR]``: the command-line face of the report.
 
 ``add_report_command(subparsers)`` plugs the command into the ``multiloss`` parser; ``main``
-runs it on its own (``python -m multiloss.report.cli``).
+runs it on its own (``python -m multiloss.report.cli``). Matplotlib is imported only when the
+command runs, so adding the command costs the ``multiloss`` parser nothing.
 """
 
 from __future__ import annotations
@@ -12,10 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from multiloss.report.advisor import AdvisorConfig, format_findings
 from multiloss.report.naming import GROUP_MODES
-from multiloss.report.plots import PlotOptions
-from multiloss.report.write import default_out_dir, write_report
 
 __all__ = ["add_report_command", "build_parser", "main", "run_command"]
 
@@ -79,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_command(args: argparse.Namespace) -> int:
     """Run the parsed command; returns the exit status (0, or 1 when a run cannot be read)."""
+    from multiloss.report.advisor import AdvisorConfig
+    from multiloss.report.plots import PlotOptions
+    from multiloss.report.write import default_out_dir, write_report
+
     try:
         options = PlotOptions(
             max_points=args.max_points, smoothing=args.smoothing, group=args.group, dpi=args.dpi
@@ -101,7 +103,7 @@ def run_command(args: argparse.Namespace) -> int:
 def _print_findings(page: Path) -> None:
     import json
 
-    from multiloss.report.advisor.finding import Finding
+    from multiloss.report.advisor import Finding, format_findings
 
     found = json.loads((page.parent / "findings.json").read_text(encoding="utf-8"))
     for name, rows in found.items():
