@@ -13,7 +13,7 @@ import multiloss as ml
 from multiloss.demo.data import load_digits_data
 from multiloss.demo.model import DigitsNet
 from multiloss.report import AdvisorHook, advise, format_findings, write_report
-from multiloss.training.sharding import init_distributed
+from multiloss.training.sharding import init_distributed, shutdown_distributed
 
 __all__ = ["DemoResult", "format_loss_table", "run_demo"]
 
@@ -86,6 +86,7 @@ def run_demo(
         return _run(steps, out, seed, batch_size, log_every, progress, echo)
     finally:
         torch.set_num_threads(threads)
+        shutdown_distributed()  # under --nproc: every rank leaves together
 
 
 def _run(
