@@ -125,7 +125,13 @@ def per_loss_gradients(
                 stacklevel=3,
             )
             return _loop(outputs, inputs, grad_scale, retain_graph), False
-        return list(grads), True
+        # An input no loss depends on comes back as unbatched zeros: give it its rows.
+        rows = len(outputs)
+        blocks = [
+            g if g.shape[:1] == (rows,) and g.dim() == t.dim() + 1 else g.expand(rows, *t.shape)
+            for g, t in zip(grads, inputs, strict=True)
+        ]
+        return blocks, True
     return _loop(outputs, inputs, grad_scale, retain_graph), batched
 
 

@@ -151,7 +151,7 @@ class Balancer(nn.Module):
         losses: Mapping[str, Tensor],
         weights: Mapping[str, float] | None = None,
         *,
-        step: int,
+        step: int | None = None,
         scale: float | Tensor = 1.0,
         shared: Sequence[Tensor] | None = None,
         representation: Tensor | None = None,
@@ -162,7 +162,7 @@ class Balancer(nn.Module):
         Args:
             losses: Raw (unweighted) scalar losses by name, with their graph.
             weights: Fixed weights by name (default 1.0; negative maximizes).
-            step: Optimizer steps taken so far.
+            step: Optimizer steps taken so far (default: the ``after_optimizer_step`` count).
             scale: Multiplies every gradient (``1/accumulation`` times the AMP loss scale).
             shared: The shared parameters (default: those reached by two or more balanced
                 losses, found by walking the graph when the method needs them).
@@ -175,6 +175,8 @@ class Balancer(nn.Module):
         """
         if callable(losses) and not isinstance(losses, Mapping):
             return nn.Module.apply(self, losses)  # model.apply(init_fn) reaching a balancer
+        if step is None:
+            step = self._steps_taken
         step = check_int(step, f"`step` of {type(self).__name__}.apply", min_value=0)
         balanced, fixed, all_names = self._select(losses)
         given = dict(weights or {})
@@ -282,7 +284,7 @@ class Balancer(nn.Module):
         used = self.apply(
             losses,
             weights,
-            step=self._steps_taken if step is None else step,
+            step=step,
             scale=scale,
             shared=shared,
             representation=representation,

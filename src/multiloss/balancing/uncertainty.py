@@ -15,10 +15,13 @@ from multiloss.balancing.weighting import LossWeighting
 __all__ = ["Uncertainty"]
 
 
-def _bounds(value: float | Mapping[str, float], what: str) -> float | dict[str, float]:
+def _bounds(value: float | Mapping[str, float]) -> float | dict[str, float]:
     if isinstance(value, Mapping):
-        return {k: check_finite_float(v, f"{what}[{k!r}]") for k, v in value.items()}
-    return check_finite_float(value, what)
+        return {
+            k: check_finite_float(v, f"`lower_bound[{k!r}]` of Uncertainty")
+            for k, v in value.items()
+        }
+    return check_finite_float(value, "`lower_bound` of Uncertainty")
 
 
 class Uncertainty(LossWeighting):
@@ -81,7 +84,7 @@ class Uncertainty(LossWeighting):
         super().__init__(balance=balance)
         self.classification = tuple(sorted(set(classification)))
         self.init = check_finite_float(init, "`init` of Uncertainty")
-        self.lower_bound = _bounds(lower_bound, "`lower_bound` of Uncertainty")
+        self.lower_bound = _bounds(lower_bound)
         if lr is not None:
             self.parameter_lr = check_finite_float(
                 lr, "`lr` of Uncertainty", min_value=0.0, strict_min=True
