@@ -38,7 +38,6 @@ from torch import Tensor, nn
 from multiloss._validation import check_finite_float, check_int, check_loss_tensor, describe
 from multiloss.balancing._checks import DeferredChecks
 from multiloss.balancing._execute import execute
-from multiloss.balancing._jacobian import _stack
 from multiloss.balancing._plan import Level, Plan
 from multiloss.balancing.context import BalanceContext, _Session
 
@@ -206,8 +205,6 @@ class Balancer(nn.Module):
             session,
             step=step,
             weights=self._weights_vector(tuple(self._weight(given, n) for n in balanced), device),
-            loss_scales=torch.ones(len(balanced), dtype=torch.float32, device=device),
-            values=_stack(session.losses).detach().to(torch.float32),
         )
         plan = self.plan_for(ctx)
         own = [p for p in self.parameters() if p.requires_grad]
@@ -339,6 +336,8 @@ class Balancer(nn.Module):
         vectors = [plan.loss_weights, plan.weights_to_report()]
         if isinstance(plan.shared_update, Tensor):
             vectors.append(plan.shared_update)
+        if all(vector is ctx.weights for vector in vectors):
+            return plan  # the fixed weights themselves (Sum): validated on the way in
         for vector in vectors:
             if vector.shape != (ctx.num_losses,):
                 raise RuntimeError(

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from multiloss.balancing._jacobian import Jacobian, per_loss_gradients
+from multiloss.balancing._jacobian import Jacobian, _stack, per_loss_gradients
 from multiloss.balancing._plan import Level, Plan
 from multiloss.balancing.shared import GraphInfo, discover
 
@@ -51,9 +51,16 @@ class _Session:
         self.diagnostics = diagnostics
         self.engine = engine  # {"batched": bool}: remembered by the balancer across calls
         self._graph: GraphInfo | None = None
+        self._values: Tensor | None = None
         self._jacobians: dict[str, tuple[Jacobian, list[float]]] = {}
         self.parameter_tensors: tuple[Tensor, ...] = ()  # columns of the parameter Jacobian
         self.fixed_row_names: list[str] = []  # fixed losses with their own Jacobian row
+
+    def values(self) -> Tensor:
+        """``(T,)`` float32 detached raw values of the balanced losses (stacked once)."""
+        if self._values is None:
+            self._values = _stack(self.losses).detach().to(torch.float32)
+        return self._values
 
     # -- graph ------------------------------------------------------------------------------------
     def graph(self) -> GraphInfo:
@@ -191,7 +198,7 @@ class BalanceContext:
         weights: ``(T,)`` float32 fixed weights of the balanced losses (negative: maximized).
         loss_scales: ``(T,)`` detached factors: ``losses[i] == loss_scales[i] * raw_i``; ones
             unless a wrapper (``Normalize``) rescaled the losses.
-        values: ``(T,)`` float32 detached values of ``losses``.
+        values: ``(T,)`` float32 detached values of ``losses`` (computed on first use).
         device: Where the losses live.
     """
 
@@ -201,16 +208,28 @@ class BalanceContext:
         *,
         step: int,
         weights: Tensor,
-        loss_scales: Tensor,
-        values: Tensor,
+        loss_scales: Tensor | None = None,
     ) -> None:
         self._session = session
         self.names = session.names
         self.step = step
         self.weights = weights
-        self.loss_scales = loss_scales
-        self.values = values
-        self.device = values.device
+        self.device = weights.device
+        self._loss_scales = loss_scales  # None: all ones (the root view), built on demand
+        self._values: Tensor | None = None
+
+    @property
+    def loss_scales(self) -> Tensor:
+        if self._loss_scales is None:
+            self._loss_scales = torch.ones_like(self.weights)
+        return self._loss_scales
+
+    @property
+    def values(self) -> Tensor:
+        if self._values is None:
+            raw = self._session.values()
+            self._values = raw if self._loss_scales is None else raw * self._loss_scales
+        return self._values
 
     @property
     def num_losses(self) -> int:
@@ -276,14 +295,14 @@ class BalanceContext:
     ) -> BalanceContext:
         """A view for an inner balancer: losses multiplied by ``loss_scales`` (relative to
         this view's losses) and/or fixed weights replaced by ``weights``."""
-        scales = self.loss_scales if loss_scales is None else self.loss_scales * loss_scales
-        values = self.values if loss_scales is None else self.values * loss_scales
+        scales = self._loss_scales
+        if loss_scales is not None:
+            scales = loss_scales if scales is None else scales * loss_scales
         return BalanceContext(
             self._session,
             step=self.step,
             weights=self.weights if weights is None else weights,
             loss_scales=scales,
-            values=values,
         )
 
     def __repr__(self) -> str:
