@@ -81,3 +81,16 @@ def test_bad_arguments() -> None:
 
 def test_repr() -> None:
     assert repr(Uncertainty(lr=0.025)) == "Uncertainty(lr=0.025)"
+
+
+def test_init_first_starts_at_the_equilibrium() -> None:
+    w = torch.nn.Parameter(torch.tensor(1.0))
+    balancer = Uncertainty(init="first", classification=["b"], balance=["a", "b"])
+    used = balancer.backward({"a": 1e6 * w, "b": 3.0 * w})
+    torch.testing.assert_close(
+        balancer.log_vars.detach(), torch.tensor([math.log(1e6), math.log(6.0)])
+    )
+    assert used == pytest.approx({"a": 0.5 / 1e6, "b": 1.0 / 6.0})
+    torch.testing.assert_close(balancer.log_vars.grad, torch.zeros(2), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="`init` of Uncertainty must be a float or 'first'"):
+        Uncertainty(init="zero")

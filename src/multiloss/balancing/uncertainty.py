@@ -52,7 +52,12 @@ class Uncertainty(LossWeighting):
 
     Args:
         classification: Names of losses that use the classification form.
-        init: Initial ``s_i`` (0: weight 0.5 for regression losses).
+        init: Initial ``s_i`` (the paper's 0: weight 0.5 for regression losses), or
+            ``"first"``: the equilibrium for the first losses seen (``s_i = log(2 c_i L_i)``,
+            so every weighted loss starts at 0.5). Not in the paper; use it when losses are
+            far from 1: the gradient of ``s_i`` is proportional to ``L_i``, and a loss of
+            ``1e6`` at ``s_i = 0`` fills Adam's second-moment estimate for thousands of steps,
+            during which ``s_i`` barely moves (see ``docs/balancing.md``).
         lower_bound: A float, or loss name -> float (others: 0): the smallest value each loss
             can take.
         lr: Learning rate of the log-variances in ``parameter_group()`` (None: the
@@ -76,14 +81,18 @@ class Uncertainty(LossWeighting):
         self,
         *,
         classification: Iterable[str] = (),
-        init: float = 0.0,
+        init: float | str = 0.0,
         lower_bound: float | Mapping[str, float] = 0.0,
         lr: float | None = None,
         balance: str | Iterable[str] | None = None,
     ) -> None:
         super().__init__(balance=balance)
         self.classification = tuple(sorted(set(classification)))
-        self.init = check_finite_float(init, "`init` of Uncertainty")
+        if isinstance(init, str) and init != "first":
+            raise ValueError(f"`init` of Uncertainty must be a float or 'first'; got {init!r}")
+        self.init: float | str = (
+            init if init == "first" else check_finite_float(init, "`init` of Uncertainty")
+        )
         self.lower_bound = _bounds(lower_bound)
         if lr is not None:
             self.parameter_lr = check_finite_float(
@@ -92,6 +101,7 @@ class Uncertainty(LossWeighting):
         self.log_vars: nn.Parameter
         self._coefficients: Tensor
         self._bounds: Tensor
+        self.started: Tensor
         self.setup_known_names()
 
     def setup_state(self, names: tuple[str, ...], device: torch.device) -> None:
@@ -101,7 +111,9 @@ class Uncertainty(LossWeighting):
                 f"`classification` of Uncertainty names {unknown} but the balanced losses are "
                 f"{list(names)}"
             )
-        self.log_vars = nn.Parameter(torch.full((len(names),), self.init, device=device))
+        start = 0.0 if isinstance(self.init, str) else self.init
+        self.log_vars = nn.Parameter(torch.full((len(names),), start, device=device))
+        self.register_buffer("started", torch.tensor(self.init != "first", device=device))
         classification = [1.0 if name in self.classification else 0.5 for name in names]
         bounds = [
             self.lower_bound.get(name, 0.0)
@@ -114,6 +126,12 @@ class Uncertainty(LossWeighting):
 
     def factors(self, ctx: BalanceContext) -> Tensor:
         self.require_at_least(ctx, self._bounds, "the log-variance term needs L >= its bound")
+        if self.init == "first":
+            with torch.no_grad():  # on the device: no sync to find out whether it is the first
+                excess = (ctx.values - self._bounds).clamp_min(1e-12)
+                equilibrium = torch.log(excess * self._coefficients * 2.0)
+                self.log_vars.copy_(torch.where(self.started, self.log_vars, equilibrium))
+                self.started.fill_(True)
         return self._coefficients * torch.exp(-self.log_vars.detach())
 
     def extra_loss(self, ctx: BalanceContext) -> Tensor:
