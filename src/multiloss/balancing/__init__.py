@@ -11,7 +11,7 @@ Balancers compose: ``Scheduled(Uncertainty(), warmup=1000)``, ``Normalize(PCGrad
 from multiloss.balancing._jacobian import Jacobian, per_loss_gradients
 from multiloss.balancing._plan import Level, Plan
 from multiloss.balancing.base import Balancer
-from multiloss.balancing.context import BalanceContext
+from multiloss.balancing.context import BalanceContext, vector_on
 from multiloss.balancing.diagnostics import gradient_diagnostics
 from multiloss.balancing.dwa import DWA
 from multiloss.balancing.famo import FAMO
@@ -49,4 +49,5 @@ __all__ = [
     "discover",
     "gradient_diagnostics",
     "per_loss_gradients",
+    "vector_on",
 ]

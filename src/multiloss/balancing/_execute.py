@@ -22,7 +22,7 @@ from torch import Tensor
 
 from multiloss.balancing._jacobian import _stack
 from multiloss.balancing._plan import Plan
-from multiloss.balancing.context import _Session
+from multiloss.balancing.context import _Session, vector_on
 from multiloss.balancing.diagnostics import MAX_COSINE_LOSSES, summarize_gradients
 
 __all__ = ["execute"]
@@ -76,7 +76,7 @@ def _diagnose(session: _Session, plan: Plan) -> dict[str, Tensor]:
     missing = [name for name in all_names if name not in rows]
     coefficients = None
     if balanced is not None:
-        fixed = torch.tensor(fixed_coefficients, dtype=torch.float32).to(balanced.device)
+        fixed = vector_on(fixed_coefficients, balanced.device)
         coefficients = torch.cat([balanced.detach().to(torch.float32), fixed])
     cosine = None if len(all_names) <= MAX_COSINE_LOSSES else names
     return summarize_gradients(
@@ -111,8 +111,8 @@ def execute(
             if fixed_coefficients:
                 fresh = True
                 extra_rows = jacobian.take(slice(len(session.names), jacobian.rows))
-                coefficients = torch.tensor(fixed_coefficients, dtype=torch.float32)
-                fixed = extra_rows.combine(coefficients.to(extra_rows.factors.device))
+                coefficients = vector_on(fixed_coefficients, extra_rows.factors.device)
+                fixed = extra_rows.combine(coefficients)
                 parts = [p + f for p, f in zip(parts, fixed, strict=True)]
             _add_to_grads(shared, parts, session.scale, fresh=fresh)
         inputs = list(session.others()) + [p for p in own_parameters if p.requires_grad]

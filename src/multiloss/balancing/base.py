@@ -39,7 +39,7 @@ from multiloss._validation import check_finite_float, check_int, check_loss_tens
 from multiloss.balancing._checks import DeferredChecks
 from multiloss.balancing._execute import execute
 from multiloss.balancing._plan import Level, Plan
-from multiloss.balancing.context import BalanceContext, _Session
+from multiloss.balancing.context import BalanceContext, _Session, vector_on
 
 __all__ = ["BalanceContext", "Balancer", "Level", "Plan"]
 
@@ -64,14 +64,7 @@ def _parse_balance(balance: str | Iterable[str] | None, owner: str) -> tuple[str
     return tuple(dict.fromkeys(items))
 
 
-def _to_device(values: Sequence[float], device: torch.device) -> Tensor:
-    """A small float32 vector on ``device`` without a blocking host-to-device copy."""
-    cpu = torch.tensor(values, dtype=torch.float32)
-    if device.type == "cpu":
-        return cpu
-    if device.type == "cuda":
-        cpu = cpu.pin_memory()
-    return cpu.to(device, non_blocking=True)
+_to_device = vector_on  # the old private name
 
 
 class Balancer(nn.Module):

@@ -18,7 +18,21 @@ from multiloss.balancing._jacobian import Jacobian, _stack, per_loss_gradients
 from multiloss.balancing._plan import Level, Plan
 from multiloss.balancing.shared import GraphInfo, discover
 
-__all__ = ["BalanceContext"]
+__all__ = ["BalanceContext", "vector_on"]
+
+
+def vector_on(values: Sequence[float], device: torch.device) -> Tensor:
+    """A small float32 vector on ``device`` without a blocking host-to-device copy.
+
+    Method authors use it for per-loss constants computed on the host (schedules, static
+    weights): a plain ``torch.tensor(values, device="cuda")`` waits for the device.
+    """
+    cpu = torch.tensor(values, dtype=torch.float32)
+    if device.type == "cpu":
+        return cpu
+    if device.type == "cuda":
+        cpu = cpu.pin_memory()  # pinned memory makes the copy asynchronous
+    return cpu.to(device, non_blocking=True)
 
 
 class _Session:

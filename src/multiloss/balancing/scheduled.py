@@ -11,8 +11,8 @@ from torch import Tensor
 
 from multiloss._validation import check_int, check_loss_name, describe
 from multiloss.balancing._plan import Plan
-from multiloss.balancing.base import Balancer, _to_device
-from multiloss.balancing.context import BalanceContext
+from multiloss.balancing.base import Balancer
+from multiloss.balancing.context import BalanceContext, vector_on
 from multiloss.balancing.wrapper import Wrapper
 from multiloss.schedules import LinearWarmup, Schedule, as_schedule
 
@@ -125,7 +125,7 @@ class Scheduled(Wrapper):
         schedules = self._per_loss(ctx.names)
         if any(s is not None for s in schedules):
             values = [1.0 if s is None else s(ctx.step) for s in schedules]
-            ctx = ctx.derive(weights=ctx.weights * _to_device(values, ctx.device))
+            ctx = ctx.derive(weights=ctx.weights * vector_on(values, ctx.device))
         ramp = self.ramp(ctx.step)
         if ramp == 0.0:
             return ctx.sum_plan()

@@ -9,8 +9,7 @@ import torch
 from torch import Tensor
 
 from multiloss._validation import check_finite_float, check_loss_name, describe
-from multiloss.balancing.base import _to_device
-from multiloss.balancing.context import BalanceContext
+from multiloss.balancing.context import BalanceContext, vector_on
 from multiloss.balancing.weighting import LossWeighting
 
 __all__ = ["Static"]
@@ -84,7 +83,7 @@ class Static(LossWeighting):
         cached = self._cache
         if cached is None or cached[0] != ctx.names or cached[1] != ctx.device:
             resolved = self.resolve(ctx.names)
-            vector = _to_device([resolved[name] for name in ctx.names], ctx.device)
+            vector = vector_on([resolved[name] for name in ctx.names], ctx.device)
             self._cache = cached = (ctx.names, ctx.device, vector)
         return cached[2]
 
