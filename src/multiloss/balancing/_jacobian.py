@@ -25,9 +25,11 @@ __all__ = ["Jacobian", "per_loss_gradients"]
 
 
 def _stack(outputs: Sequence[Tensor]) -> Tensor:
-    dtypes = {output.dtype for output in outputs}
-    if len(dtypes) > 1:  # bf16 and fp32 losses side by side under autocast
+    first = outputs[0].dtype
+    if any(output.dtype != first for output in outputs):  # bf16 and fp32 side by side
         return torch.stack([output.float().reshape(()) for output in outputs])
+    if all(output.dim() == 0 for output in outputs):
+        return torch.stack(list(outputs))
     return torch.stack([output.reshape(()) for output in outputs])
 
 

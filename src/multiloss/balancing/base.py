@@ -65,6 +65,14 @@ def _parse_balance(balance: str | Iterable[str] | None, owner: str) -> tuple[str
 
 
 _to_device = vector_on  # the old private name
+_PLAIN = (bool, int, float, str, tuple, dict, list, type(None))
+
+
+def _loss(value: Any, name: str) -> Tensor:
+    """The common case (a 0-dim float tensor) without the full check's cost."""
+    if isinstance(value, Tensor) and value.dim() == 0 and value.dtype.is_floating_point:
+        return value
+    return check_loss_tensor(value, name)
 
 
 class Balancer(nn.Module):
@@ -107,6 +115,29 @@ class Balancer(nn.Module):
         self._versions: dict[int, int] = {}
         self._stale_steps = 0
         self._warned_stale = False
+        self._own: tuple[tuple[Tensor, ...], tuple[Tensor, ...]] | None = None
+        self._device_ok: torch.device | None = None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Host bookkeeping updated at every step skips nn.Module's parameter, buffer and
+        # submodule checks (they cost more than the rest of a Sum step's Python work).
+        if name.startswith("_") and type(value) in _PLAIN and name in self.__dict__:
+            self.__dict__[name] = value
+            return
+        super().__setattr__(name, value)
+
+    def _own_parameters(self) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+        """(every trainable parameter, this module's own ones), cached until state changes."""
+        if self._own is None:
+            every = tuple(p for p in self.parameters() if p.requires_grad)
+            mine = tuple(self.parameters(recurse=False))
+            self._own = (every, mine)
+        return self._own
+
+    def _forget_parameters(self) -> None:
+        for module in self.modules():
+            if isinstance(module, Balancer):
+                module._own = None
 
     # -- what a method implements ----------------------------------------------------------
     @abstractmethod
@@ -178,7 +209,7 @@ class Balancer(nn.Module):
                 f"`weights` of {type(self).__name__}.apply names losses that are not there: "
                 f"{unknown}; the losses are {sorted(all_names)}"
             )
-        tensors = {name: check_loss_tensor(losses[name], name) for name in all_names}
+        tensors = {name: _loss(losses[name], name) for name in all_names}
         device = tensors[balanced[0]].device
         fixed_weights = tuple(self._weight(given, name) for name in fixed)
         session = _Session(
@@ -200,8 +231,7 @@ class Balancer(nn.Module):
             weights=self._weights_vector(tuple(self._weight(given, n) for n in balanced), device),
         )
         plan = self.plan_for(ctx)
-        own = [p for p in self.parameters() if p.requires_grad]
-        found = execute(session, plan, own, retain_graph=False)
+        found = execute(session, plan, self._own_parameters()[0], retain_graph=False)
         if diagnostics:
             self._last_diagnostics = found
         self._pending_step = True
@@ -219,11 +249,13 @@ class Balancer(nn.Module):
         self._pending_step = False
         self._steps_taken += 1
         self._watch_parameters()
-        for module in self.children():
+        for module in self._modules.values():
             if isinstance(module, Balancer):
                 module.after_optimizer_step()
         self.on_optimizer_step()
-        self._versions = {id(p): p._version for p in self.parameters(recurse=False)}
+        mine = self._own_parameters()[1]
+        if mine:
+            self._versions = {id(p): p._version for p in mine}
 
     def diagnostics(self) -> dict[str, float | Tensor]:
         """``grad/...`` of the last call that computed them, and ``balance/...`` method state."""
@@ -337,7 +369,9 @@ class Balancer(nn.Module):
                     f"{type(self).__name__}.plan returned weights of shape {tuple(vector.shape)}; "
                     f"expected ({ctx.num_losses},), one per balanced loss"
                 )
-        bad = ~torch.isfinite(torch.cat([v.detach().float() for v in vectors])).all()
+        distinct = [v for k, v in enumerate(vectors) if all(v is not u for u in vectors[:k])]
+        both = distinct[0] if len(distinct) == 1 else torch.cat(distinct)
+        bad = ~torch.isfinite(both.detach()).all()
         self._checks.add(
             "nonfinite",
             bad,
@@ -434,6 +468,8 @@ class Balancer(nn.Module):
         if self._names is None:
             self._names = names
             self.setup_state(names, device)
+            self._forget_parameters()
+            self._device_ok = device
             return
         if self._names != names:
             raise ValueError(
@@ -441,16 +477,22 @@ class Balancer(nn.Module):
                 f"but this call balances {list(names)}; a stateful balancer needs the same "
                 "balanced losses at every step: choose them with `balance=`"
             )
+        if self._device_ok == device:
+            return
         here = next(iter(self.buffers(recurse=False)), None)
         if here is None:
             here = next(iter(self.parameters(recurse=False)), None)
         if here is not None and here.device != device:
             self.to(device)  # state built on the CPU before the model moved (same Parameters)
+        self._device_ok = device
 
     def _watch_parameters(self) -> None:
         """Warn when our parameters collect gradients but no optimizer ever steps them."""
-        own = [p for p in self.parameters(recurse=False) if p.grad is not None]
-        if not own or self._warned_stale:
+        mine = self._own_parameters()[1]
+        if not mine or self._warned_stale:
+            return
+        own = [p for p in mine if p.grad is not None]
+        if not own:
             return
         if all(self._versions.get(id(p)) == p._version for p in own):
             self._stale_steps += 1
