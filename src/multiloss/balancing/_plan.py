@@ -37,6 +37,12 @@ class Plan:
             (Uncertainty's log-variance term, GradNorm's weight loss); added to the backward.
         reported: ``(T,)`` weights reported to the trainer and the logs (default: the
             coefficients of ``shared_update`` if given, else ``loss_weights``).
+
+    Example:
+        >>> import torch
+        >>> plan = Plan(loss_weights=torch.tensor([1.0, 2.0]))
+        >>> plan.rescaled(torch.tensor([0.5, 0.5])).weights_to_report()
+        tensor([0.5000, 1.0000])
     """
 
     loss_weights: Tensor

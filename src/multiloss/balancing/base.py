@@ -87,6 +87,17 @@ class Balancer(nn.Module):
     ``.grad`` like any parameter and must be stepped by an optimizer: pass
     ``balancer.parameter_group()`` to ``optimizer.add_param_group`` (the trainer does), or list
     ``balancer.parameters()`` in your optimizer. A warning says so when they are never stepped.
+
+    Example:
+        >>> import torch
+        >>> from multiloss.balancing import Sum
+        >>> w = torch.nn.Parameter(torch.tensor(2.0))
+        >>> balancer = Sum(balance=["task"])   # "reg" is added at its fixed weight
+        >>> used = balancer.apply({"task": w**2, "reg": w}, {"reg": 0.1}, step=0)
+        >>> {name: float(value) for name, value in used.items()}
+        {'task': 1.0, 'reg': 0.1}
+        >>> w.grad
+        tensor(4.1000)
     """
 
     #: The method needs every balanced loss to stay at or above a lower bound (logarithms,

@@ -214,6 +214,17 @@ class BalanceContext:
             unless a wrapper (``Normalize``) rescaled the losses.
         values: ``(T,)`` float32 detached values of ``losses`` (computed on first use).
         device: Where the losses live.
+
+    Example:
+        >>> import torch
+        >>> from multiloss.balancing import LossWeighting
+        >>> class Show(LossWeighting):
+        ...     def factors(self, ctx):
+        ...         print(ctx.names, ctx.values.tolist(), ctx.weights.tolist())
+        ...         return torch.ones_like(ctx.weights)
+        >>> w = torch.nn.Parameter(torch.tensor(1.0))
+        >>> _ = Show().backward({"b": 2 * w, "a": 5 * w}, weights={"b": -1.0})
+        ('a', 'b') [5.0, 2.0] [1.0, -1.0]
     """
 
     def __init__(

@@ -54,6 +54,19 @@ class GradientBalancer(Balancer):
             ``"representation"`` (per-loss gradients with respect to the tensor marked with
             ``multiloss.mark_representation``, e.g. MGDA-UB; much cheaper).
         balance: The losses to balance (names or glob patterns); default all.
+
+    Example:
+        >>> import torch
+        >>> class EqualNorms(GradientBalancer):  # every gradient scaled to unit norm
+        ...     def weigh(self, gramian, ctx):
+        ...         return 1.0 / gramian.diagonal().sqrt()
+        >>> trunk = torch.nn.Linear(2, 1, bias=False)
+        >>> h = trunk(torch.ones(1, 2))
+        >>> weights = EqualNorms().backward({"a": 3 * h.sum(), "b": h.sum()})
+        >>> {name: round(value, 4) for name, value in weights.items()}  # 1/(3 sqrt 2), 1/sqrt 2
+        {'a': 0.2357, 'b': 0.7071}
+        >>> trunk.weight.grad  # (3/3 + 1/1) * sqrt(2)/2 per coordinate: sqrt(2)
+        tensor([[1.4142, 1.4142]])
     """
 
     #: How task-specific parameters are weighted: ``"fixed"`` or ``"method"`` (see above).

@@ -25,6 +25,17 @@ class LossWeighting(Balancer):
     ``factors(ctx)`` returns ``(T,)`` detached multipliers of the fixed weights (so a maximized
     loss stays maximized); ``extra_loss(ctx)`` may return a scalar whose gradient trains the
     method's own parameters (it must not reach the model).
+
+    Example:
+        >>> import torch
+        >>> class Inverse(LossWeighting):  # weigh each loss by 1 / its value
+        ...     def factors(self, ctx):
+        ...         return 1.0 / ctx.values
+        >>> w = torch.nn.Parameter(torch.tensor(1.0))
+        >>> Inverse().backward({"a": 2 * w, "b": 4 * w})
+        {'a': 0.5, 'b': 0.25}
+        >>> w.grad  # each loss contributes (its gradient) / (its value): 1 + 1
+        tensor(2.)
     """
 
     @abstractmethod

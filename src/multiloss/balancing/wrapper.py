@@ -28,6 +28,18 @@ class Wrapper(Balancer):
     Args:
         inner: The balancer that decides the update from the transformed losses.
         balance: The losses to balance (names or glob patterns); default all.
+
+    Example:
+        >>> import torch
+        >>> class Doubled(Wrapper):  # hands the inner balancer twice the losses
+        ...     def plan(self, ctx):
+        ...         twice = torch.full_like(ctx.weights, 2.0)
+        ...         return self.inner.plan_for(ctx.derive(loss_scales=twice)).rescaled(twice)
+        >>> w = torch.nn.Parameter(torch.tensor(1.0))
+        >>> Doubled().backward({"a": 3 * w})
+        {'a': 2.0}
+        >>> w.grad
+        tensor(6.)
     """
 
     def __init__(
