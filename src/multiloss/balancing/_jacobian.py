@@ -214,8 +214,15 @@ class Jacobian:
         return self.raw_gramian() * factors[:, None] * factors[None, :]
 
     def norms(self) -> Tensor:
-        """The Euclidean norm of each row, ``(R,)``."""
-        return self.gramian().diagonal().clamp_min(0.0).sqrt()
+        """The Euclidean norm of each row, ``(R,)`` (no Gramian needed: ``R`` times cheaper)."""
+        if self._raw_gramian is not None:
+            squares = self._raw_gramian.diagonal()
+        else:
+            squares = torch.zeros(self.rows, dtype=torch.float32, device=self.factors.device)
+            for block in self.blocks:
+                flat = block.reshape(self.rows, -1)
+                squares = squares + torch.linalg.vector_norm(flat, dim=1, dtype=torch.float32) ** 2
+        return squares.clamp_min(0.0).sqrt() * self.factors.to(torch.float32).abs()
 
     def combine(self, coefficients: Tensor) -> list[Tensor]:
         """``sum_i coefficients[i] * J_i``, one tensor per block (shaped like the input)."""

@@ -117,15 +117,21 @@ class _Session:
         return tuple(t for t in self.graph().reached_by() if id(t) not in shared)
 
     # -- gradients --------------------------------------------------------------------------------
-    def _gradients(self, outputs: Sequence[Tensor], inputs: Sequence[Tensor]) -> Jacobian:
-        blocks, batched = per_loss_gradients(
+    def _gradients(
+        self, outputs: Sequence[Tensor], inputs: Sequence[Tensor], *, batched: bool = True
+    ) -> Jacobian:
+        """Per-output gradients; ``batched=False`` when each output has its own small graph
+        to the inputs (a head on the representation): batching would run every head for
+        every row and add up T^2 zero-padded gradients, a loop runs each head once."""
+        blocks, batch_ok = per_loss_gradients(
             outputs,
             inputs,
             retain_graph=True,
             grad_scale=self.scale,
-            batched=self.engine.get("batched", True),
+            batched=batched and self.engine.get("batched", True),
         )
-        self.engine["batched"] = batched
+        if batched:
+            self.engine["batched"] = batch_ok
         jacobian = Jacobian(blocks)
         if isinstance(self.scale, float) and self.scale == 1.0:
             return jacobian
@@ -166,7 +172,8 @@ class _Session:
             return cached
         result: tuple[Jacobian, list[float]]
         if level == "representation":
-            result = (self._gradients(self.losses, [self.require_representation()]), [])
+            z = self.require_representation()
+            result = (self._gradients(self.losses, [z], batched=False), [])
         else:
             tensors = self.shared() if len(self.losses) > 1 else self.diagnostic_tensors()
             fixed, coefficients = self.fixed_rows(tensors, individual=self.diagnostics)
