@@ -213,7 +213,7 @@ def test_state_dict_restores_lazy_state_into_a_fresh_balancer() -> None:
         balancer.apply(model.losses(), step=step)
         balancer.after_optimizer_step()
     state = copy.deepcopy(balancer.state_dict())
-    assert set(state) >= {"mean", "count", "inner.log_vars", "_extra_state", "inner._extra_state"}
+    assert set(state) >= {"mean", "decay", "inner.log_vars", "_extra_state", "inner._extra_state"}
     clone = Normalize(Uncertainty())
     clone.load_state_dict(state)
     torch.testing.assert_close(clone.inner.log_vars, balancer.inner.log_vars)

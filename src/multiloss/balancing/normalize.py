@@ -63,33 +63,33 @@ class Normalize(Wrapper):
         self.momentum = check_probability(momentum, "`momentum` of Normalize")
         self.eps = check_finite_float(eps, "`eps` of Normalize", min_value=0.0, strict_min=True)
         self.mean: Tensor
-        self.count: Tensor
+        self.decay: Tensor
         self.setup_known_names()
 
     def setup_state(self, names: tuple[str, ...], device: torch.device) -> None:
         zeros = torch.zeros(len(names), dtype=torch.float32, device=device)
         self.register_buffer("mean", zeros)
-        self.register_buffer("count", torch.zeros((), dtype=torch.float32, device=device))
+        # momentum ** (updates so far), for the bias correction; float64 because 1 - 0.99 in
+        # float32 is off in the 7th digit. In "initial" mode: 1 until the first value is seen.
+        self.register_buffer("decay", torch.ones((), dtype=torch.float64, device=device))
 
     @torch.no_grad()
     def _update(self, values: Tensor) -> Tensor:
         magnitude = values.abs()
-        self.count.add_(1.0)
         if self.mode == "initial":
-            first = self.count == 1.0
-            self.mean.copy_(torch.where(first, magnitude, self.mean))
+            self.mean.copy_(torch.where(self.decay == 1.0, magnitude, self.mean))
+            self.decay.fill_(0.0)
             return self.mean.clamp_min(self.eps)
         self.mean.mul_(self.momentum).add_(magnitude, alpha=1.0 - self.momentum)
+        self.decay.mul_(self.momentum)
         return self.scales_now()
 
     def scales_now(self) -> Tensor:
         """The current divisors ``m_i`` (bias-corrected for the running mean)."""
         if self.mode == "initial":
             return self.mean.clamp_min(self.eps)
-        # In float64: 1 - 0.99 ** 1 in float32 is off in the 7th digit.
-        count = self.count.to(torch.float64)
-        correction = 1.0 - torch.pow(torch.full_like(count, self.momentum), count)
-        return (self.mean / correction.clamp_min(1e-12).to(self.mean)).clamp_min(self.eps)
+        correction = (1.0 - self.decay).clamp_min(1e-12).to(self.mean.dtype)
+        return (self.mean / correction).clamp_min(self.eps)
 
     def plan(self, ctx: BalanceContext) -> Plan:
         factors = 1.0 / self._update(ctx.values)
