@@ -116,7 +116,9 @@ def _measure(tasks: int, quick: bool) -> list[dict]:
     variants: dict[str, Callable[[], None]] = {"sum(losses).backward()": plain}
     for name, make in METHODS.items():
         variants[name] = with_balancer(make(names))
-    times = _interleave(variants, rounds=5 if quick else 15, number=2 if quick else 5)
+    # One step per sample and many rounds: on a shared machine the load changes within a
+    # second, and fine interleaving spreads every variant over the same conditions.
+    times = _interleave(variants, rounds=8 if quick else 40, number=1)
     base = times["sum(losses).backward()"]
     return [
         {
