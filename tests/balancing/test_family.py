@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from multiloss.balancing import Sum
 from tests.balancing import cases as case_modules
@@ -162,3 +164,33 @@ def test_diagnostics_have_the_contract_keys(case: BalancerCase) -> None:
 def test_repr_names_the_method(case: BalancerCase) -> None:
     balancer = case.build()
     assert type(balancer).__name__ in repr(balancer)
+
+
+@cases()
+@settings(
+    max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    order=st.permutations(["task0", "task1", "task2"]),
+    weights=st.lists(st.sampled_from([-1.0, 0.5, 1.0, 2.0]), min_size=3, max_size=3),
+)
+def test_any_order_and_weights_give_the_same_finite_update(
+    case: BalancerCase, order: list[str], weights: list[float]
+) -> None:
+    fixed = dict(zip(["task0", "task1", "task2"], weights, strict=True))
+    model = Toy()
+    balancer = case.build()
+    twin = copy.deepcopy(balancer)
+    used_a, grads_a = run(balancer, model, weights=fixed)
+    model.zero_grad(set_to_none=True)
+    losses = model.losses()
+    torch.manual_seed(0)
+    used_b = twin.apply(
+        {name: losses[name] for name in order},
+        {name: fixed[name] for name in reversed(order)},
+        step=0,
+        representation=model.z,
+    )
+    assert all(torch.isfinite(torch.as_tensor(v)) for v in used_b.values())
+    assert used_a == pytest.approx({k: float(v) for k, v in used_b.items()})
+    assert_grads_close(grads_a, grads(model))

@@ -23,7 +23,9 @@ class GradNorm(LossWeighting):
     L_j(0))``, the weights descend ``L_grad = sum_i |G_i - mean(G) * r_i ** alpha|`` with the
     target held constant, while the model descends ``sum_i w_i L_i``. After every optimizer
     step the weights are renormalized to sum to the number of losses (and kept positive).
-    ``alpha = 1.5`` is the paper's value for NYUv2; ``L_i(0)`` is the first loss seen.
+    ``alpha = 1.5`` is the paper's value for NYUv2; ``L_i(0)`` is the first loss seen. The
+    authors released no code; the defaults follow the paper (and agree with LibMTL's
+    re-implementation, which also trains the weights with the model's optimizer).
 
     Cost: the per-loss gradients of one layer (one batched backward pass that stops at that
     layer), plus the ordinary backward pass. ``layer="representation"`` measures the gradient

@@ -34,8 +34,9 @@ class Uncertainty(LossWeighting):
 
     so the model gets the weights ``0.5 * exp(-s_i)`` (or ``exp(-s_i)``) and ``s_i`` settles
     where ``exp(s_i)`` tracks the loss: at the optimum the weight is ``0.5 / L_i`` for both forms
-    (``log sigma`` is ``s/2``). The regression form for every loss is the convention of the
-    reference re-implementations (Nash-MTL's and FAMO's ``uw``, LibMTL); ``s_i`` starts at 0.
+    (``log sigma`` is ``s/2``). The authors released no code; the regression form for every
+    loss is the convention of the reference re-implementations (Nash-MTL's and FAMO's ``uw``,
+    LibMTL), and ``s_i`` starts at 0 as there.
 
     **Guard for losses that can be negative.** The objective is unbounded below in ``s_i`` when
     ``L_i <= 0`` (``s_i -> -inf``: an ever larger weight on a loss that is already negative). So
