@@ -22,7 +22,7 @@ def test_pending_flags_are_or_ed_and_raised_by_run() -> None:
     checks._flags["neg"] = (torch.tensor(False), lambda: "a loss went negative", ValueError)
     previous = checks._flags["neg"]
     checks._flags["neg"] = (previous[0] | torch.tensor(True), previous[1], previous[2])
-    with pytest.raises(ValueError, match="a loss went negative .*deferred check"):
+    with pytest.raises(ValueError, match=r"a loss went negative .*deferred check"):
         checks.run()
     assert len(checks) == 0
     checks.run()  # nothing pending: no error, no sync
