@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from multiloss.balancing._distributed import mean_over_ranks
 from multiloss.balancing._jacobian import Jacobian, _stack, per_loss_gradients
 from multiloss.balancing._plan import Level, Plan
 from multiloss.balancing.shared import GraphInfo, discover
@@ -71,9 +72,14 @@ class _Session:
         self.fixed_row_names: list[str] = []  # fixed losses with their own Jacobian row
 
     def values(self) -> Tensor:
-        """``(T,)`` float32 detached raw values of the balanced losses (stacked once)."""
+        """``(T,)`` float32 detached raw values of the balanced losses (stacked once).
+
+        Under ``torch.distributed`` they are the mean over ranks, so every rank weighs (and
+        updates running statistics) by the values of the global batch.
+        """
         if self._values is None:
-            self._values = _stack(self.losses).detach().to(torch.float32)
+            local = _stack(self.losses).detach().to(torch.float32)
+            self._values = mean_over_ranks([local])[0]
         return self._values
 
     # -- graph ------------------------------------------------------------------------------------
@@ -132,6 +138,11 @@ class _Session:
         )
         if batched:
             self.engine["batched"] = batch_ok
+        if not any(t is self.representation for t in inputs):
+            # Parameter-level gradients are averaged over ranks before any method aggregates
+            # them: the per-loss gradients of the global batch. (Representation-level ones are
+            # per example of the local batch and stay local.)
+            blocks = mean_over_ranks(blocks)
         jacobian = Jacobian(blocks)
         if isinstance(self.scale, float) and self.scale == 1.0:
             return jacobian

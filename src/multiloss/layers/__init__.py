@@ -13,6 +13,7 @@ from multiloss.layers.extract import extract
 from multiloss.layers.gaussian_kl import GaussianKL, active_units
 from multiloss.layers.head import AuxiliaryHead, DroppedHead
 from multiloss.layers.orthogonality import OrthogonalityRegularizer, orthogonality_gap
+from multiloss.layers.reversal import GradientReversal
 from multiloss.layers.tapped import Tapped
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "ContrastiveHead",
     "DroppedHead",
     "EntropyRegularizer",
+    "GradientReversal",
     "GaussianKL",
     "OrthogonalityRegularizer",
     "Tapped",
