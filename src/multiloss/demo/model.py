@@ -36,7 +36,7 @@ class Reconstruction(nn.Module):
 
     def forward(self, code: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         rebuilt = torch.sigmoid(self.layers(code))
-        ml.add_loss("recon", F.mse_loss(rebuilt, x), weight=1.0)
+        ml.add_loss("recon", F.mse_loss(rebuilt, x), weight=20.0)
         return rebuilt
 
 

@@ -29,18 +29,26 @@ class DemoResult:
     seconds: float
 
 
-def format_loss_table(values: dict[str, float]) -> str:
-    """A per-loss table (raw, weight, weighted, share of the total) from ``loss/``-style keys."""
+def format_loss_table(values: dict[str, float], update: dict[str, float] | None = None) -> str:
+    """A per-loss table from ``loss/``-style keys: raw, weight, weighted, share of the total,
+    and (when ``update`` has ``grad/share/<name>`` keys) share of the last logged update."""
     names = sorted(key[5:] for key in values if key.startswith("loss/"))
     total = sum(abs(values[f"weighted/{name}"]) for name in names) or 1.0
     width = max([len("loss"), *map(len, names)])
-    lines = [f"{'loss':<{width}}  {'raw':>10}  {'weight':>8}  {'weighted':>10}  {'share':>6}"]
+    shares = {name: (update or {}).get(f"grad/share/{name}") for name in names}
+    extra = any(share is not None for share in shares.values())
+    header = f"{'loss':<{width}}  {'raw':>10}  {'weight':>8}  {'weighted':>10}  {'total':>6}"
+    lines = [header + (f"  {'update':>6}" if extra else "")]
     for name in names:
         weighted = values[f"weighted/{name}"]
-        lines.append(
+        line = (
             f"{name:<{width}}  {values[f'loss/{name}']:>10.4f}  {values[f'weight/{name}']:>8.3g}"
             f"  {weighted:>10.4f}  {abs(weighted) / total:>6.1%}"
         )
+        share = shares[name]
+        if extra:
+            line += f"  {share:>6.1%}" if share is not None else f"  {'':>6}"
+        lines.append(line)
     lines.append(f"{'total':<{width}}  {'':>10}  {'':>8}  {values['total']:>10.4f}")
     return "\n".join(lines)
 
@@ -121,6 +129,7 @@ def _run(
         checkpoint_every=max(steps // 4, 1),
         val_every=max(steps // 4, 1),
         sinks=sinks,
+        grad_diagnostics=True,  # each loss's gradient norm, cosines, share of the update
         # The demo logs steps / log_every rows (40 by default): a short window lets the live
         # advisor speak within it.
         hooks=[AdvisorHook(every=5, window=20)],
@@ -136,8 +145,9 @@ def _run(
     test = trainer.evaluate(data.test)
     accuracy = _accuracy(model, data.test_x, data.test_y)
     echo("")
-    echo("Losses on the test set (raw value, weight, weighted value, share of the total):")
-    echo(format_loss_table(test))
+    echo("Losses on the test set: raw value, weight, weighted value, share of the weighted total,")
+    echo("and share of the last logged update on the shared encoder:")
+    echo(format_loss_table(test, history.last() if history.train else None))
     echo("")
     echo(f"test accuracy {accuracy:.1%} after {trainer.step} steps in {seconds:.1f} s")
     report = None
