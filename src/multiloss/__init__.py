@@ -4,6 +4,7 @@ Losses come from anywhere (``add_loss`` inside any forward, layers with a side l
 model's own return value), are combined by a balancer, and every one of them is logged.
 """
 
+from multiloss import sinks
 from multiloss.aux import AuxiliaryLossModule
 from multiloss.collect import (
     LossBook,
@@ -14,17 +15,23 @@ from multiloss.collect import (
     record,
 )
 from multiloss.outputs import NamedLosses
+from multiloss.training import History, Hook, OptimizerGroup, Trainer
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AuxiliaryLossModule",
+    "History",
+    "Hook",
     "LossBook",
     "NamedLosses",
+    "OptimizerGroup",
+    "Trainer",
     "__version__",
     "add_loss",
     "collect",
     "current_book",
     "mark_representation",
     "record",
+    "sinks",
 ]

@@ -53,6 +53,14 @@ _PENDING: list[tuple[Any, ...]] = []
 
 # How far up the stack to look for the emitting module before giving up.
 _MAX_FRAMES = 64
+# nn.Module's call machinery: its frames repeat the `self` of the forward they call, so once the
+# innermost module is found, the search for the outermost one can skip them without reading
+# their locals. (The innermost search must not: a forward hook is only seen through them.)
+_CALL_FRAMES = frozenset(
+    getattr(nn.Module, name).__code__
+    for name in ("_call_impl", "_wrapped_call_impl")
+    if hasattr(getattr(nn.Module, name, None), "__code__")
+)
 
 
 @dataclass
@@ -79,8 +87,10 @@ def _scan_frames(
     depth = 0
     while frame is not None and frame is not stop and depth < _MAX_FRAMES:
         code = frame.f_code
-        # Cheap test first: only frames whose first argument is called `self` are methods.
-        if code.co_argcount and code.co_varnames[0] == "self":
+        # Cheap tests first: only frames whose first argument is called `self` are methods.
+        if inner is not None and code in _CALL_FRAMES:
+            pass
+        elif code.co_argcount and code.co_varnames[0] == "self":
             candidate = frame.f_locals.get("self")
             if isinstance(candidate, nn.Module):
                 if inner is None:
