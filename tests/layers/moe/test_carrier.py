@@ -46,6 +46,7 @@ def test_carrier_gradients_equal_adding_the_weighted_loss_to_the_total(scale: fl
     (scale * carried_task).backward()
 
     assert len(carried_book) == 0  # nothing emitted: the gradient travels with the gates
+    assert carried_book.aux_modules == {"1": carried[1]}  # still registered for diagnostics
     assert set(carried_book.metrics) == {"1/switch", "1/z"}
     for (name, a), b in zip(plain.named_parameters(), carried.parameters(), strict=True):
         torch.testing.assert_close(a.grad, b.grad, msg=name)

@@ -31,6 +31,15 @@ def test_dropless_layouts_equal_per_assignment_products(grouped: bool, activatio
     assert kept.sum() == 2 * valid.sum()
 
 
+def test_grouped_layout_without_padding_skips_the_mask() -> None:
+    experts = ExpertFFN(8, 12, 3)
+    x = torch.randn(6, 8)
+    chosen = torch.stack([torch.randperm(3)[:2] for _ in range(6)])
+    sorted_ = sort_assignments(chosen, None, 3)
+    out, _ = experts(x, sorted_, 2, capacity=None, grouped=True, padded=False)
+    torch.testing.assert_close(out, _per_assignment(experts, x, chosen), rtol=1e-5, atol=1e-6)
+
+
 def test_capacity_layout_zeroes_dropped_assignments() -> None:
     experts = ExpertFFN(8, 12, 2)
     x = torch.randn(4, 8)

@@ -81,17 +81,28 @@ class ExpertFFN(nn.Module):
             return gate(a) * b
         return _PLAIN[self.activation](h)
 
-    def forward_grouped(self, x: Tensor, sorted_: SortedAssignments, top_k: int) -> Tensor:
-        """Dropless, with ``torch._grouped_mm``. Returns (T, K, dim) per-assignment outputs."""
+    def forward_grouped(
+        self, x: Tensor, sorted_: SortedAssignments, top_k: int, *, padded: bool = True
+    ) -> Tensor:
+        """Dropless, with ``torch._grouped_mm``. Returns (T, K, dim) per-assignment outputs.
+
+        ``padded=False`` promises that every token is real (no mask), which skips two masking
+        passes over the rows.
+        """
         w_in, w_out = self.w_in.to(x.dtype), self.w_out.to(x.dtype)
         token = torch.div(sorted_.order, top_k, rounding_mode="floor")
-        real = (sorted_.expert < self.num_experts)[:, None]
         offsets = torch.cumsum(sorted_.counts, dim=0).to(torch.int32)
-        # Rows past the last group are garbage in the kernel's output and in its input
-        # gradient: `where` (not a product, NaN * 0 = NaN) keeps them out of both directions.
-        rows = torch.where(real, x[token], 0.0)
+        rows = x[token]
+        if padded:
+            # Padding rows sort past the last group, where the kernel leaves garbage in its
+            # output and its input gradient: `where` (not a product: NaN * 0 = NaN) keeps
+            # them out in both directions. Without padding the groups cover every row.
+            real = (sorted_.expert < self.num_experts)[:, None]
+            rows = torch.where(real, rows, 0.0)
         h = self.activate(grouped_mm(rows, w_in, offsets))
-        y = torch.where(real, grouped_mm(h, w_out, offsets), 0.0)
+        y = grouped_mm(h, w_out, offsets)
+        if padded:
+            y = torch.where(real, y, 0.0)
         inverse = torch.empty_like(sorted_.order).scatter_(
             0, sorted_.order, torch.arange(sorted_.order.numel(), device=x.device)
         )
@@ -116,6 +127,7 @@ class ExpertFFN(nn.Module):
         *,
         capacity: int | None,
         grouped: bool,
+        padded: bool = True,
     ) -> tuple[Tensor, Tensor]:
         """Run every assignment through its expert.
 
@@ -125,6 +137,8 @@ class ExpertFFN(nn.Module):
             top_k: K.
             capacity: Slots per expert, or None for dropless.
             grouped: Use ``torch._grouped_mm`` (dropless only) instead of blocks.
+            padded: Whether some tokens may be padding (False: ``sort_assignments`` had no
+                mask).
 
         Returns:
             ``(outputs, kept)``: (T, K, dim) output of each assignment (zero where dropped or
@@ -134,7 +148,7 @@ class ExpertFFN(nn.Module):
             plan = capacity_slots(sorted_, capacity, top_k)
             return self.forward_slots(x, plan, capacity), plan.kept
         if grouped:
-            return self.forward_grouped(x, sorted_, top_k), sorted_.counts
+            return self.forward_grouped(x, sorted_, top_k, padded=padded), sorted_.counts
         rows = block_rows(sorted_.order.numel(), self.num_experts)
         plan = blocked_slots(sorted_, rows, top_k)
         return self.forward_slots(x, plan, rows), plan.kept

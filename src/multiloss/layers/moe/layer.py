@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from multiloss._validation import check_choice, check_finite_float
 from multiloss.aux import AuxiliaryLossModule
-from multiloss.collect import collecting, record
+from multiloss.collect import collecting, emit_aux_terms, record
 from multiloss.layers.moe import _checks
 from multiloss.layers.moe.balancing import (
     LOSS_TYPES,
@@ -165,9 +165,12 @@ class MixtureOfExperts(AuxiliaryLossModule):
             super().save_for_aux_loss(cache)
         elif self.use_aux_loss:
             # The carrier injects the gradient; emitting the loss too would count it twice.
-            # Keep the cache for compute_aux_loss() and the diagnostics only.
+            # Keep the cache for compute_aux_loss() and the diagnostics, and register the layer
+            # with the book without terms, so the trainer still logs its diagnostics.
             self._aux_cache = cache
             self._aux_has_run = True
+            if collecting():
+                emit_aux_terms(self, {})
 
     @torch.no_grad()
     def after_optimizer_step(self) -> None:
@@ -220,6 +223,7 @@ class MixtureOfExperts(AuxiliaryLossModule):
                 self.top_k,
                 capacity=capacity,
                 grouped=capacity is None and self._use_grouped(x.device, compute),
+                padded=valid is not None,
             )
         outputs, kept = experts
         gates = self._track_and_cache(route, valid, sorted_.counts, kept, x)
