@@ -30,3 +30,14 @@ def test_bad_option_values_are_rejected(capsys: pytest.CaptureFixture[str]) -> N
     with pytest.raises(SystemExit):
         main(["demo", "--steps", "0"])
     assert "must be a positive integer; got 0" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_runs_on_two_processes(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    code = main(["demo", "--nproc", "2", "--steps", "20", "--out", str(tmp_path), "--no-progress"])
+    assert code == 0
+    out = capfd.readouterr().out
+    assert "2 processes" in out
+    assert out.count("test accuracy") == 1  # rank 0 alone prints
+    rows = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == len(set(rows))  # written once, not once per rank

@@ -4,7 +4,7 @@ Losses come from anywhere (``add_loss`` inside any forward, layers with a side l
 model's own return value), are combined by a balancer, and every one of them is logged.
 """
 
-from multiloss import sinks
+from multiloss import losses, sinks, spec
 from multiloss.aux import AuxiliaryLossModule
 from multiloss.collect import (
     LossBook,
@@ -15,23 +15,33 @@ from multiloss.collect import (
     record,
 )
 from multiloss.outputs import NamedLosses
+from multiloss.spec import Attach, Automatic, Maximize, Port, Scaled, attach, explain
 from multiloss.training import History, Hook, OptimizerGroup, Trainer
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Attach",
+    "Automatic",
     "AuxiliaryLossModule",
     "History",
     "Hook",
     "LossBook",
+    "Maximize",
     "NamedLosses",
     "OptimizerGroup",
+    "Port",
+    "Scaled",
     "Trainer",
     "__version__",
     "add_loss",
+    "attach",
     "collect",
     "current_book",
+    "explain",
+    "losses",
     "mark_representation",
     "record",
     "sinks",
+    "spec",
 ]

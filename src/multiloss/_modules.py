@@ -10,13 +10,15 @@ from torch import nn
 __all__ = ["join_name", "module_path", "unwrap"]
 
 # Wrappers whose inner module lives in an attribute and must not show up in loss names:
-# DistributedDataParallel / DataParallel (`.module`) and torch.compile's OptimizedModule
-# (`._orig_mod`). Matched by class name so we do not import torch.distributed eagerly.
+# DistributedDataParallel / DataParallel (`.module`), torch.compile's OptimizedModule
+# (`._orig_mod`), FSDP, and a loss spec's TrainingNet (`.net`: losses the model emits keep
+# the model's own paths). Matched by class name so we import none of them eagerly.
 _WRAPPERS = {
     "DistributedDataParallel": "module",
     "DataParallel": "module",
     "OptimizedModule": "_orig_mod",
     "FullyShardedDataParallel": "_fsdp_wrapped_module",
+    "TrainingNet": "net",
 }
 _PATHS: weakref.WeakKeyDictionary[nn.Module, weakref.WeakKeyDictionary[nn.Module, str]] = (
     weakref.WeakKeyDictionary()

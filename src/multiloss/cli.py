@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 from collections.abc import Sequence
 
@@ -37,13 +39,54 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument("--batch-size", type=_positive, default=64, help="batch size (default 64)")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    demo.add_argument(
+        "--nproc",
+        type=_positive,
+        default=1,
+        help=(
+            "train with this many processes on this machine (torchrun + DistributedDataParallel,"
+            " gloo on CPU, NCCL on GPUs); each process sees its own shard of every epoch"
+        ),
+    )
     return parser
+
+
+def _relaunch_with_torchrun(argv: Sequence[str], nproc: int) -> int:
+    """Run this same command under torchrun with ``nproc`` local processes."""
+    forwarded = []
+    skip = False
+    for item in argv:
+        if skip:
+            skip = False
+            continue
+        if item == "--nproc":
+            skip = True
+            continue
+        if item.startswith("--nproc="):
+            continue
+        forwarded.append(item)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "multiloss.cli",
+        *forwarded,
+    ]
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max((os.cpu_count() or 1) // nproc, 1)))
+    return subprocess.call(command, env=env)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``multiloss`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     if args.command == "demo":
+        if args.nproc > 1 and "LOCAL_RANK" not in os.environ:
+            return _relaunch_with_torchrun(argv, args.nproc)
         from multiloss.demo import run_demo
 
         run_demo(

@@ -12,6 +12,7 @@ import torch
 import multiloss as ml
 from multiloss.demo.data import load_digits_data
 from multiloss.demo.model import DigitsNet
+from multiloss.training.sharding import init_distributed
 
 __all__ = ["DemoResult", "format_loss_table", "run_demo"]
 
@@ -43,6 +44,10 @@ def format_loss_table(values: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+def _silent(*args: Any) -> None:
+    """Ranks other than 0 print nothing."""
+
+
 def _accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     model.eval()
     with torch.no_grad():
@@ -72,8 +77,13 @@ def run_demo(
         progress: Show the live progress bar.
         echo: Where lines are printed.
     """
+    context = init_distributed()  # under torchrun (multiloss demo --nproc N): join the group
+    if not context.is_main:
+        echo = _silent
+        progress = False
     torch.manual_seed(seed)
     run_dir = Path(out) if out is not None else Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
+    run_dir = Path(context.broadcast(str(run_dir)))  # one directory, rank 0's
     data = load_digits_data(seed=seed, batch_size=batch_size)
     model = DigitsNet()
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
@@ -91,9 +101,10 @@ def run_demo(
         val_every=max(steps // 4, 1),
         sinks=sinks,
     )
+    processes = f", {context.world_size} processes" if context.active else ""
     echo(
         f"multiloss demo: digits ({len(data.train.dataset)} train / {len(data.test_x)} test "  # type: ignore[arg-type]
-        f"images), {steps} steps, run directory {run_dir}"
+        f"images), {steps} steps{processes}, run directory {run_dir}"
     )
     started = time.perf_counter()
     history = trainer.fit(data.train, steps=steps, val_data=data.test)

@@ -8,7 +8,7 @@ period everything is stacked and moved to the host in one transfer.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -17,6 +17,7 @@ from torch import Tensor
 __all__ = ["PeriodMetrics"]
 
 Weight = float | Tensor
+Reducer = Callable[[Tensor, Sequence[str]], Tensor]
 
 
 class PeriodMetrics:
@@ -49,16 +50,20 @@ class PeriodMetrics:
         """Values read as they are at the log step (aux diagnostics, balancer diagnostics)."""
         self._extra.update(values)
 
-    def read(self) -> dict[str, float]:
+    def read(self, reduce: Reducer | None = None) -> dict[str, float]:
         """Means over the period as floats (one device->host transfer), then reset.
 
         Keys: ``loss/<name>``, ``weighted/<name>``, ``weight/<name>`` (last weight used),
         ``metric/<name>`` and whatever was passed to :meth:`set_extra`, plus ``total``.
+
+        Args:
+            reduce: ``reduce(values, keys)`` applied to the flat vector of values (keys in
+                sorted order, the same on every rank): the trainer passes the mean over ranks.
         """
         keys: list[str] = []
         parts: list[Tensor] = []
         for names, rows in self._rows.items():
-            raw = torch.stack([row[0].float() for row in rows])  # passes x losses
+            raw = torch.stack([row[0].double() for row in rows])  # passes x losses
             weights = torch.stack([_as_vector(row[1], raw.device) for row in rows])
             counts = torch.tensor([row[2] for row in rows], device=raw.device)[:, None]
             share = counts / counts.sum()
@@ -75,7 +80,12 @@ class PeriodMetrics:
         numbers: list[float] = []
         if parts:
             device = parts[0].device
-            flat = torch.cat([part.reshape(-1).float().to(device) for part in parts])
+            flat = torch.cat([part.reshape(-1).double().to(device) for part in parts])
+            order = sorted(range(len(keys)), key=keys.__getitem__)  # rank-consistent order
+            keys = [keys[i] for i in order]
+            flat = flat[torch.tensor(order, device=device)]
+            if reduce is not None:
+                flat = reduce(flat, keys)
             numbers = flat.cpu().tolist()
         result: dict[str, float] = dict(zip(keys, numbers, strict=True))
         weighted = [value for key, value in result.items() if key.startswith("weighted/")]
@@ -99,8 +109,8 @@ def _scalar(value: Tensor | float) -> Tensor:
 
 def _as_vector(weights: Sequence[Weight], device: torch.device) -> Tensor:
     if all(not isinstance(weight, Tensor) for weight in weights):
-        return torch.tensor([float(weight) for weight in weights], device=device)
-    return torch.stack([_scalar(weight).to(device) for weight in weights])
+        return torch.tensor([float(w) for w in weights], dtype=torch.float64, device=device)
+    return torch.stack([_scalar(weight).to(device, torch.float64) for weight in weights])
 
 
 def _mean(values: list[Any]) -> Tensor:

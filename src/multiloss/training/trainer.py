@@ -9,41 +9,41 @@ sinks, validation, checkpoints, user hooks) hangs off that loop.
 
 from __future__ import annotations
 
-import fnmatch
-import json
 import time
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
-import multiloss
 from multiloss._modules import unwrap
 from multiloss._validation import check_choice, check_finite_float, check_int, describe
 from multiloss.aux import AuxiliaryLossModule
-from multiloss.collect import LossBook, collect
+from multiloss.collect import LossBook
 from multiloss.schedules import Schedule, as_schedule
-from multiloss.sinks import JSONLSink, ProgressBar, RunInfo, Sink, TensorBoardSink
+from multiloss.sinks import RunInfo, Sink
 from multiloss.training.amp import resolve_amp
-from multiloss.training.checkpoint import find_checkpoints, load_latest, save_checkpoint
 from multiloss.training.data import DataStream
-from multiloss.training.distributed import DistContext
-from multiloss.training.groups import OptimizerGroup, select_group
+from multiloss.training.groups import OptimizerGroup
 from multiloss.training.history import History
 from multiloss.training.hooks import CheckpointHook, EvalHook, Hook
 from multiloss.training.metrics import PeriodMetrics
-from multiloss.training.model_io import ForwardFn, batch_size, call_model, merge_output, to_device
+from multiloss.training.model_io import ForwardFn, batch_size, to_device
+from multiloss.training.reporting import ReportingMixin
+from multiloss.training.resume import CheckpointMixin
 from multiloss.training.rng import get_rng_state, set_rng_state
-from multiloss.training.state import check_compatible
+from multiloss.training.sharding import init_distributed, shard
+from multiloss.training.step import StepMixin
 
 __all__ = ["Trainer"]
 
 _NONFINITE = ("raise", "skip")
 
 
-class Trainer:
+class Trainer(StepMixin, CheckpointMixin, ReportingMixin):
     """Train a model whose forward pass yields named losses.
 
     Args:
@@ -131,19 +131,19 @@ class Trainer:
         val_every: int | None = None,
         grad_diagnostics: bool = False,
         shared: Sequence[nn.Parameter] | None = None,
+        ddp: bool | Mapping[str, Any] = True,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"`model` must be an nn.Module; got {describe(model)}")
-        self.dist = DistContext.detect()
+        self.dist = init_distributed(torch.device(device) if device is not None else None)
         self.model = unwrap(model)
         self.net: nn.Module = model
         self._whole_batch = losses is not None
         if losses is not None:
-            from multiloss.spec import attach  # type: ignore[attr-defined]  # lands with specs
+            from multiloss.spec import attach
 
             self.net = attach(model, losses)
         self.groups = _make_groups(optimizer, scheduler)
-        self.optimizer = self.groups[0].optimizer
         if balancer is not None and len(self.groups) > 1:
             raise ValueError(
                 "`balancer` cannot be combined with several optimizer groups: each group "
@@ -166,6 +166,8 @@ class Trainer:
         )
         self.accumulate = check_int(accumulate, "`accumulate`", min_value=1)
         self.device = torch.device(device) if device is not None else _device_of(self.net)
+        self.net = self._wrap_ddp(self.net, ddp)
+        self._ddp = isinstance(self.net, DistributedDataParallel)
         self.amp = resolve_amp(amp, self.device)
         self.forward = forward
         self.val_every = val_every
@@ -192,16 +194,27 @@ class Trainer:
         self._period_steps = 0
 
     # ------------------------------------------------------------------------------------
-    def _default_sinks(self) -> list[Sink]:
-        sinks: list[Sink] = [ProgressBar()]
-        if self.run_dir is not None:
-            sinks += [JSONLSink(), TensorBoardSink()]
-        return sinks
+    def _wrap_ddp(self, net: nn.Module, ddp: bool | Mapping[str, Any]) -> nn.Module:
+        if isinstance(net, DistributedDataParallel) or not self.dist.active or ddp is False:
+            return net
+        if ddp is True:
+            options: dict[str, Any] = {}
+        elif isinstance(ddp, Mapping):
+            options = dict(ddp)
+        else:
+            raise TypeError(f"`ddp` must be a bool or a dict of DDP options; got {describe(ddp)}")
+        if len(self.groups) > 1:
+            # Each group backpropagates only its own losses: the others' parameters get no
+            # gradient in that step, which DDP must be told to expect.
+            options.setdefault("find_unused_parameters", True)
+        if self.device.type == "cuda":
+            options.setdefault("device_ids", [self.device.index])
+        return DistributedDataParallel(net, **options)
 
     @property
-    def epoch(self) -> int:
-        """Epochs completed."""
-        return self._stream.epoch if self._stream is not None else 0
+    def _eval_net(self) -> nn.Module:
+        # Evaluation runs without DDP's wrapper: no buffer broadcast, no collective per batch.
+        return self.net.module if isinstance(self.net, DistributedDataParallel) else self.net
 
     def __repr__(self) -> str:
         return (
@@ -240,12 +253,13 @@ class Trainer:
             check_int(epochs, "`epochs`", min_value=1)
         if steps is not None:
             check_int(steps, "`steps`", min_value=1)
-        self._stream = DataStream(data, max_epochs=epochs)
+        self._stream = DataStream(shard(data, self.dist), max_epochs=epochs)
         self.completed = False
         self.hooks = self._build_hooks(val_data)
         for group in self.groups:  # gradients are zeroed after each step; start clean too
             group.optimizer.zero_grad(set_to_none=True)
         self._aux_layers = [m for m in self.net.modules() if isinstance(m, AuxiliaryLossModule)]
+        self._warn_unoptimized()
         resumed_from = self._resume() if resume else None
         if not resume and self.step == 0:
             self._refuse_foreign_checkpoints()
@@ -282,24 +296,25 @@ class Trainer:
             ``{"total": ..., "loss/<name>": ..., "weighted/<name>": ...,
             "weight/<name>": ..., "metric/<name>": ...}``.
         """
-        was_training = self.net.training
-        self.net.eval()
+        net = self._eval_net
+        was_training = net.training
+        net.eval()
         metrics = PeriodMetrics()
         try:
             with torch.no_grad():
                 for index, batch in enumerate(data):
                     if max_batches is not None and index >= max_batches:
                         break
-                    book = self._forward(to_device(batch, self.device))
+                    book = self._forward(to_device(batch, self.device), net)
                     names, raw, weights = self._weigh(book, check=False)
                     # Weight each batch by its size, so the mean is per example.
                     metrics.add(names, raw, weights, count=batch_size(batch))
                     metrics.add_metrics(book.metrics)
         finally:
-            self.net.train(was_training)
+            net.train(was_training)
         if not metrics:
             raise ValueError("evaluate() got no batch: `data` is empty")
-        return metrics.read()
+        return metrics.read(self._reducer)
 
     def validate(self, data: Iterable[Any]) -> dict[str, Any]:
         """Evaluate, log a ``val`` row, and return it. The RNG state is left untouched."""
@@ -312,303 +327,13 @@ class Trainer:
         self._emit(record)
         return record
 
-    def event(self, event: str, message: str, **fields: Any) -> None:
-        """Log an event row (and print ``message`` under the progress bar)."""
-        self._write(
-            {"kind": "event", "step": self.step, "event": event, "message": message, **fields}
-        )
-
-    def save_checkpoint(self) -> Path | None:
-        """Write a checkpoint of everything needed to continue exactly (rank 0 only)."""
-        if self.run_dir is None:
-            raise ValueError("save_checkpoint() needs a `run_dir`; the trainer has none")
-        if not self.dist.is_main:
-            return None
-        return save_checkpoint(
-            self.run_dir / "checkpoints", self.step, self._state(), keep=self.keep_checkpoints
-        )
-
-    # -- one optimizer step ---------------------------------------------------------------
-    @property
-    def _data(self) -> DataStream:
-        if self._stream is None:
-            raise RuntimeError("the trainer has no data stream: call fit() first")
-        return self._stream
-
-    def _train_step(self) -> bool:
-        group = select_group(self.groups, self.step)
-        epoch_before = self._data.epoch
-        log_step = (self.step + 1) % self.log_every == 0
-        ok: Tensor | None = None
-        passes = 0
-        for micro in range(self.accumulate):
-            try:
-                batch = self._data.next()
-            except StopIteration:
-                break
-            passes += 1
-            book = self._forward(to_device(batch, self.device))
-            names, raw, weights = self._weigh(book, check=not self._checked_weight_keys)
-            self._checked_weight_keys = True
-            flag = self._flags(names, raw, book)
-            ok = flag if ok is None else ok & flag
-            diagnostics = log_step and micro == self.accumulate - 1
-            used = self._backward(book, names, weights, group, diagnostics)
-            self._metrics.add(names, raw, used)
-            self._metrics.add_metrics(book.metrics)
-            self.last_book = book
-        if passes == 0:
-            return False
-        if passes < self.accumulate:
-            # The data ran out mid-step: rescale so the step averages the passes it has.
-            for parameter in _group_parameters(group):
-                if parameter.grad is not None:
-                    parameter.grad.mul_(self.accumulate / passes)
-        self._finish_step(group, ok)
-        self.step += 1
-        self.epoch_ended = self._data.epoch != epoch_before
-        self._period_steps += 1
-        for sink in self._sinks():
-            sink.advance(1)
-        if log_step:
-            self._log()
-        return True
-
-    def _forward(self, batch: Any) -> LossBook:
-        with (
-            self.amp.autocast(),
-            collect(self.net, step=self.step, device=self.device, batch=batch) as book,
-        ):
-            merge_output(book, call_model(self.net, batch, self.forward, self._whole_batch))
-        return book
-
-    def _weigh(self, book: LossBook, *, check: bool) -> tuple[tuple[str, ...], Tensor, list[float]]:
-        names = tuple(sorted(book))
-        if not names:
-            raise ValueError("no loss was returned, emitted or contributed in this step")
-        book_weights = book.weights
-        weights = [book_weights[name] for name in names]
-        if self.weights:
-            for index, name in enumerate(names):
-                for pattern, schedule in self.weights.items():
-                    if fnmatch.fnmatchcase(name, pattern):
-                        weights[index] *= schedule(self.step)
-        if check:
-            unknown = [p for p in self.weights if not any(fnmatch.fnmatchcase(n, p) for n in names)]
-            if unknown:
-                raise ValueError(
-                    f"`weights` names losses that the first step did not produce: {unknown}; "
-                    f"the losses are {list(names)}"
-                )
-        raw = torch.stack([book[name] for name in names]).detach()
-        return names, raw, weights
-
-    def _flags(self, names: tuple[str, ...], raw: Tensor, book: LossBook) -> Tensor:
-        """One boolean tensor, true when all is well: every loss finite, no auxiliary loss < 0.
-
-        The sum of the losses is finite exactly when each one is (an overflow to inf counts
-        as non-finite too: the total would be inf), and costs two small ops instead of three.
-        """
-        ok = torch.isfinite(raw.sum())
-        nonnegative = book.nonnegative
-        if nonnegative:
-            key = (names, nonnegative)
-            mask = self._masks.get(key)
-            if mask is None:  # built once per set of names: no host->device copy per step
-                mask = torch.tensor([name in nonnegative for name in names], device=raw.device)
-                self._masks[key] = mask
-            ok = ok & torch.where(mask, raw, 0.0).ge(0).all()
-        return ok
-
-    def _backward(
-        self,
-        book: LossBook,
-        names: tuple[str, ...],
-        weights: list[float],
-        group: OptimizerGroup,
-        diagnostics: bool,
-    ) -> Sequence[float | Tensor]:
-        scale = 1.0 / self.accumulate
-        active = [name for name in names if group.selects(name)]
-        if not active:
-            raise ValueError(
-                f"optimizer group {group.name!r} selects none of the losses {list(names)} "
-                f"with its patterns {list(group.patterns)}"
-            )
-        weight_of = dict(zip(names, weights, strict=True))
-        if self.balancer is not None:
-            scaler = self.amp.scaler
-            used = self.balancer.apply(
-                {name: book[name] for name in names},
-                weight_of,
-                step=self.step,
-                scale=(
-                    scale
-                    if scaler is None
-                    else scaler.scale(torch.tensor(scale, device=self.device))
-                ),
-                shared=self.shared,
-                representation=book.representation,
-                diagnostics=diagnostics,
-            )
-            if diagnostics:
-                self._metrics.set_extra(self.balancer.diagnostics())
-            return [used[name] for name in names]
-        if diagnostics and self.grad_diagnostics:
-            from multiloss.balancing import (  # type: ignore[attr-defined]  # lands with balancing
-                gradient_diagnostics,
-            )
-
-            self._metrics.set_extra(
-                gradient_diagnostics({n: book[n] for n in active}, weight_of, self.shared)
-            )
-        total = sum(
-            (book[name] * weight_of[name] for name in active[1:]),
-            book[active[0]] * weight_of[active[0]],
-        )
-        total = total * scale
-        if self.amp.scaler is not None:
-            total = self.amp.scaler.scale(total)
-        total.backward()
-        return [
-            weight if group.selects(name) else 0.0
-            for name, weight in zip(names, weights, strict=True)
-        ]
-
-    def _finish_step(self, group: OptimizerGroup, ok: Tensor | None) -> None:
-        scaler = self.amp.scaler
-        if scaler is not None:
-            scaler.unscale_(group.optimizer)
-        if self.grad_clip is not None:
-            norm = torch.nn.utils.clip_grad_norm_(list(_group_parameters(group)), self.grad_clip)
-            if scaler is None and ok is not None:
-                ok = ok & torch.isfinite(norm)
-        if ok is None:
-            raise RuntimeError("internal error: a step finished without any forward pass")
-        if not bool(self.dist.all(ok)):  # the one device->host read of the step
-            self._nonfinite()
-            if scaler is not None:
-                scaler.update()
-        else:
-            if scaler is not None:
-                scaler.step(group.optimizer)
-                scaler.update()
-            else:
-                group.optimizer.step()
-            for layer in self._aux_layers:
-                layer.after_optimizer_step()
-            if self.balancer is not None:
-                self.balancer.after_optimizer_step()
-        if group.scheduler is not None:
-            group.scheduler.step()
-        for g in self.groups:
-            g.optimizer.zero_grad(set_to_none=True)
-
-    def _nonfinite(self) -> None:
-        book = self.last_book
-        assert book is not None
-        values = {name: float(book[name].detach()) for name in sorted(book)}
-        broken = {name: value for name, value in values.items() if not _finite(value)}
-        negative = {
-            name: value for name, value in values.items() if name in book.nonnegative and value < 0
-        }
-        for g in self.groups:
-            g.optimizer.zero_grad(set_to_none=True)
-        for layer in self._aux_layers:
-            layer.reset_accumulation()
-        if negative:
-            details = ", ".join(
-                f"{name!r} = {value:.6g} (from {book.origins[name] or 'the root'})"
-                for name, value in negative.items()
-            )
-            raise ValueError(
-                f"auxiliary loss went negative at step {self.step}: {details}; auxiliary-loss "
-                "layers must return losses >= 0. The optimizer step was not taken."
-            )
-        details = ", ".join(f"{name!r} = {value}" for name, value in broken.items()) or (
-            "the losses are finite but the gradient norm is not"
-        )
-        message = f"non-finite loss at step {self.step}: {details}"
-        if self.nonfinite == "raise":
-            raise FloatingPointError(
-                f"{message}. The optimizer step was not taken: parameters and optimizer state "
-                "are unchanged. Pass nonfinite='skip' to skip such steps instead."
-            )
-        self.skipped += 1
-        self.event(
-            "nonfinite", f"{message}; step skipped ({self.skipped} so far)", losses=sorted(broken)
-        )
-
-    # -- logging ------------------------------------------------------------------------------
-    def _log(self) -> None:
-        book = self.last_book
-        if book is not None:
-            for path, layer in book.aux_modules.items():
-                diagnostics = layer.aux_loss_diagnostics()
-                prefix = f"metric/{path}/" if path else "metric/"
-                self._metrics.set_extra({prefix + k: v for k, v in diagnostics.items()})
-        values = self._metrics.read()
-        elapsed = time.perf_counter() - self._period_start
-        record: dict[str, Any] = {
-            "kind": "train",
-            "step": self.step,
-            "epoch": self.epoch,
-            "time": time.time(),
-            "total": values.pop("total", float("nan")),
-        }
-        for index, param_group in enumerate(self.optimizer.param_groups):
-            key = "lr" if index == 0 else f"lr/{index}"
-            record[key] = float(param_group["lr"])
-        record["time/step"] = elapsed / max(self._period_steps, 1)
-        record["skipped"] = self.skipped
-        record.update(values)
-        self._period_start = time.perf_counter()
-        self._period_steps = 0
-        self._emit(record)
-
-    def _emit(self, record: dict[str, Any]) -> None:
-        self._write(record)
-        for hook in self.hooks:
-            hook.on_log(record)
-
-    def _write(self, record: dict[str, Any]) -> None:
-        self.history.append(record)
-        for sink in self._sinks():
-            sink.write(record)
-
-    def _sinks(self) -> list[Sink]:
-        return self.sinks if self.dist.is_main else []
-
-    def _open(self, run: RunInfo) -> None:
-        if self.run_dir is not None and self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "run.json").write_text(json.dumps(self._describe(run), indent=1))
-        for sink in self._sinks():
-            sink.open(run)
-
-    def _close(self) -> None:
-        for sink in self._sinks():
-            sink.close()
-
-    def _describe(self, run: RunInfo) -> dict[str, Any]:
-        return {
-            "multiloss": multiloss.__version__,
-            "torch": torch.__version__,
-            "model": type(self.model).__name__,
-            "parameters": sum(p.numel() for p in self.model.parameters()),
-            "world_size": self.dist.world_size,
-            "start_step": run.start_step,
-            "total_steps": run.total_steps,
-            "resumed": run.resumed,
-            "started": time.time(),
-            "trainer": repr(self),
-        }
-
-    # -- set-up, checkpoints --------------------------------------------------------------
+    # -- set-up -----------------------------------------------------------------------------
     def _build_hooks(self, val_data: Iterable[Any] | None) -> list[Hook]:
         hooks: list[Hook] = []
         if val_data is not None:
-            hooks.append(EvalHook(val_data, every=self.val_every))
+            hooks.append(
+                EvalHook(shard(val_data, self.dist, shuffle_default=False), every=self.val_every)
+            )
         hooks += self.user_hooks
         if self.run_dir is not None:
             hooks.append(CheckpointHook(self.checkpoint_every))
@@ -618,14 +343,29 @@ class Trainer:
             hook.trainer = self
         return hooks
 
-    def _refuse_foreign_checkpoints(self) -> None:
-        if self.run_dir is None:
-            return
-        found = find_checkpoints(self.run_dir / "checkpoints")
-        if found:
-            raise ValueError(
-                f"`run_dir` {self.run_dir} already holds checkpoints of another run (latest "
-                f"{found[0].stem}); pass resume=True to continue that run, or use a new run_dir"
+    def _warn_unoptimized(self) -> None:
+        """Trainable parameters no optimizer steps are almost always a set-up mistake."""
+        stepped = {
+            id(p) for g in self.groups for pg in g.optimizer.param_groups for p in pg["params"]
+        }
+        owners: list[tuple[str, nn.Module]] = [("", unwrap(self.net))]
+        if isinstance(self.balancer, nn.Module):
+            owners.append(("balancer.", self.balancer))
+        missing = [
+            prefix + name
+            for prefix, owner in owners
+            for name, parameter in owner.named_parameters()
+            if parameter.requires_grad and id(parameter) not in stepped
+        ]
+        if missing:
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            warnings.warn(
+                f"{len(missing)} trainable parameter(s) are in no optimizer and will not be "
+                f"trained: {missing[:5]}{more}. Add them to the optimizer (a loss module's: "
+                "trainer.net.parameters(); a balancer's: balancer.parameters()), or set "
+                "requires_grad=False.",
+                RuntimeWarning,
+                stacklevel=3,
             )
 
     def _target_steps(self, epochs: int | None, steps: int | None) -> int | None:
@@ -636,64 +376,11 @@ class Trainer:
             return None
         return epochs * -(-length // self.accumulate)
 
-    def _state(self) -> dict[str, Any]:
-        return {
-            "format": 1,
-            "multiloss": multiloss.__version__,
-            "step": self.step,
-            "skipped": self.skipped,
-            "model": unwrap(self.net).state_dict(),
-            "optimizers": [g.optimizer.state_dict() for g in self.groups],
-            "schedulers": [
-                g.scheduler.state_dict() if g.scheduler is not None else None for g in self.groups
-            ],
-            "scaler": self.amp.scaler.state_dict() if self.amp.scaler is not None else None,
-            "balancer": self.balancer.state_dict() if self.balancer is not None else None,
-            "hooks": [hook.state_dict() for hook in self.hooks],
-            "data": self._data.state_dict(),
-            "rng": get_rng_state(),
-        }
-
-    def _resume(self) -> Path:
-        if self.run_dir is None:
-            raise ValueError("resume=True needs a `run_dir` to find checkpoints in")
-        state, path = load_latest(self.run_dir / "checkpoints", map_location=self.device)
-        target = unwrap(self.net)
-        check_compatible(state["model"], target.state_dict(), source=str(path))
-        target.load_state_dict(state["model"])
-        if len(state["optimizers"]) != len(self.groups):
-            raise ValueError(
-                f"checkpoint {path} has {len(state['optimizers'])} optimizers; this trainer "
-                f"has {len(self.groups)}"
-            )
-        for group, opt_state, sched_state in zip(
-            self.groups, state["optimizers"], state["schedulers"], strict=True
-        ):
-            group.optimizer.load_state_dict(opt_state)
-            if group.scheduler is not None and sched_state is not None:
-                group.scheduler.load_state_dict(sched_state)
-        if self.amp.scaler is not None and state["scaler"] is not None:
-            self.amp.scaler.load_state_dict(state["scaler"])
-        if self.balancer is not None and state["balancer"] is not None:
-            self.balancer.load_state_dict(state["balancer"])
-        for hook, hook_state in zip(self.hooks, state["hooks"], strict=False):
-            hook.load_state_dict(hook_state)
-        self.step = int(state["step"])
-        self.skipped = int(state["skipped"])
-        self._data.load_state_dict(state["data"])
-        set_rng_state(state["rng"])  # last: skipping batches above may have drawn numbers
-        self._checked_weight_keys = True
-        return path
-
 
 def check_pattern(key: Any) -> str:
     if not isinstance(key, str) or not key:
         raise TypeError(f"each key of `weights` must be a non-empty loss name; got {describe(key)}")
     return key
-
-
-def _finite(value: float) -> bool:
-    return value == value and value not in (float("inf"), float("-inf"))
 
 
 def _device_of(module: nn.Module) -> torch.device:
@@ -718,8 +405,3 @@ def _make_groups(
     for index, group in enumerate(groups):
         group.name = group.name or f"group{index}"
     return groups
-
-
-def _group_parameters(group: OptimizerGroup) -> Iterable[Tensor]:
-    for param_group in group.optimizer.param_groups:
-        yield from param_group["params"]

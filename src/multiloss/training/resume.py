@@ -1,0 +1,105 @@
+"""Saving checkpoints of a training run and resuming from them exactly."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import multiloss
+from multiloss._modules import unwrap
+from multiloss.training._base import TrainerState
+from multiloss.training.checkpoint import find_checkpoints, load_latest, save_checkpoint
+from multiloss.training.rng import get_rng_state, set_rng_state
+from multiloss.training.state import check_compatible
+
+__all__ = ["CheckpointMixin"]
+
+
+class CheckpointMixin(TrainerState):
+    """What ``Trainer`` saves, and how it restores it."""
+
+    def save_checkpoint(self) -> Path | None:
+        """Write a checkpoint of everything needed to continue exactly.
+
+        Under ``torch.distributed`` every rank must call it (the hook does): each rank's RNG
+        state and data position are gathered, and rank 0 writes the file.
+        """
+        if self.run_dir is None:
+            raise ValueError("save_checkpoint() needs a `run_dir`; the trainer has none")
+        ranks = self.dist.gather({"rng": get_rng_state(), "data": self._data.state_dict()})
+        if not self.dist.is_main:
+            return None
+        state = self._state()
+        state["ranks"] = ranks
+        return save_checkpoint(
+            self.run_dir / "checkpoints", self.step, state, keep=self.keep_checkpoints
+        )
+
+    def _refuse_foreign_checkpoints(self) -> None:
+        if self.run_dir is None:
+            return
+        found = find_checkpoints(self.run_dir / "checkpoints")
+        if found:
+            raise ValueError(
+                f"`run_dir` {self.run_dir} already holds checkpoints of another run (latest "
+                f"{found[0].stem}); pass resume=True to continue that run, or use a new run_dir"
+            )
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "format": 1,
+            "multiloss": multiloss.__version__,
+            "step": self.step,
+            "skipped": self.skipped,
+            "model": unwrap(self.net).state_dict(),
+            "optimizers": [g.optimizer.state_dict() for g in self.groups],
+            "schedulers": [
+                g.scheduler.state_dict() if g.scheduler is not None else None for g in self.groups
+            ],
+            "scaler": self.amp.scaler.state_dict() if self.amp.scaler is not None else None,
+            "balancer": self.balancer.state_dict() if self.balancer is not None else None,
+            "hooks": [hook.state_dict() for hook in self.hooks],
+            "world_size": self.dist.world_size,
+        }
+
+    def _resume(self) -> Path:
+        if self.run_dir is None:
+            raise ValueError("resume=True needs a `run_dir` to find checkpoints in")
+        state, path = load_latest(self.run_dir / "checkpoints", map_location=self.device)
+        target = unwrap(self.net)
+        check_compatible(state["model"], target.state_dict(), source=str(path))
+        target.load_state_dict(state["model"])
+        if len(state["optimizers"]) != len(self.groups):
+            raise ValueError(
+                f"checkpoint {path} has {len(state['optimizers'])} optimizers; this trainer "
+                f"has {len(self.groups)}"
+            )
+        for group, opt_state, sched_state in zip(
+            self.groups, state["optimizers"], state["schedulers"], strict=True
+        ):
+            group.optimizer.load_state_dict(opt_state)
+            if group.scheduler is not None and sched_state is not None:
+                group.scheduler.load_state_dict(sched_state)
+        if self.amp.scaler is not None and state["scaler"] is not None:
+            self.amp.scaler.load_state_dict(state["scaler"])
+        if self.balancer is not None and state["balancer"] is not None:
+            self.balancer.load_state_dict(state["balancer"])
+        for hook, hook_state in zip(self.hooks, state["hooks"], strict=False):
+            hook.load_state_dict(hook_state)
+        self.step = int(state["step"])
+        self.skipped = int(state["skipped"])
+        ranks = state["ranks"]
+        if len(ranks) != self.dist.world_size:
+            warnings.warn(
+                f"checkpoint {path.name} was written by {len(ranks)} process(es) and is resumed "
+                f"by {self.dist.world_size}: model, optimizer and schedules are restored, but "
+                "the data order and random state cannot continue exactly",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        mine = ranks[self.dist.rank % len(ranks)]
+        self._data.load_state_dict(mine["data"])
+        set_rng_state(mine["rng"])  # last: skipping batches above may have drawn numbers
+        self._checked_weight_keys = True
+        return path

@@ -1,0 +1,253 @@
+"""One optimizer step: forward passes, weights, the guard, backward, and the update."""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from multiloss.collect import LossBook, collect
+from multiloss.training._base import TrainerState
+from multiloss.training.groups import OptimizerGroup, select_group
+from multiloss.training.model_io import call_model, merge_output, to_device
+
+__all__ = ["StepMixin"]
+
+
+class StepMixin(TrainerState):
+    """The per-step mechanics of ``Trainer``."""
+
+    def _train_step(self) -> bool:
+        group = select_group(self.groups, self.step)
+        epoch_before = self._data.epoch
+        log_step = (self.step + 1) % self.log_every == 0
+        ok: Tensor | None = None
+        passes = 0
+        # DDP reduces gradients in the last pass only; with a balancer, which computes its own
+        # per-loss gradients, not at all: the gradients are averaged after the step's passes.
+        manual_sync = self._ddp and self.balancer is not None
+        for micro in range(self.accumulate):
+            try:
+                batch = self._data.next()
+            except StopIteration:
+                break
+            passes += 1
+            last = micro == self.accumulate - 1
+            quiet = self._ddp and (manual_sync or not last)
+            with self.net.no_sync() if quiet else contextlib.nullcontext():  # type: ignore[operator]
+                book = self._forward(to_device(batch, self.device))
+                names, raw, weights = self._weigh(book, check=not self._checked_weight_keys)
+                self._checked_weight_keys = True
+                flag = self._flags(names, raw, book)
+                ok = flag if ok is None else ok & flag
+                used = self._backward(book, names, weights, group, log_step and last)
+            self._metrics.add(names, raw, used)
+            self._metrics.add_metrics(book.metrics)
+            self.last_book = book
+        if passes == 0:
+            return False
+        if manual_sync or (self._ddp and passes < self.accumulate):
+            self.dist.average_gradients(list(self.net.parameters()))
+        if passes < self.accumulate:
+            # The data ran out mid-step: rescale so the step averages the passes it has.
+            for parameter in group_parameters(group):
+                if parameter.grad is not None:
+                    parameter.grad.mul_(self.accumulate / passes)
+        self._finish_step(group, ok)
+        self.step += 1
+        self.epoch_ended = self._data.epoch != epoch_before
+        self._period_steps += 1
+        for sink in self._sinks():
+            sink.advance(1)
+        if log_step:
+            self._log()
+        return True
+
+    def _forward(self, batch: Any, net: nn.Module | None = None) -> LossBook:
+        net = self.net if net is None else net
+        with (
+            self.amp.autocast(),
+            collect(net, step=self.step, device=self.device, batch=batch) as book,
+        ):
+            merge_output(book, call_model(net, batch, self.forward, self._whole_batch))
+        return book
+
+    def _weigh(self, book: LossBook, *, check: bool) -> tuple[tuple[str, ...], Tensor, list[float]]:
+        names = tuple(sorted(book))
+        if not names:
+            raise ValueError("no loss was returned, emitted or contributed in this step")
+        book_weights = book.weights
+        weights = [book_weights[name] for name in names]
+        if self.weights:
+            for index, name in enumerate(names):
+                for pattern, schedule in self.weights.items():
+                    if fnmatch.fnmatchcase(name, pattern):
+                        weights[index] *= schedule(self.step)
+        if check:
+            unknown = [p for p in self.weights if not any(fnmatch.fnmatchcase(n, p) for n in names)]
+            if unknown:
+                raise ValueError(
+                    f"`weights` names losses that the first step did not produce: {unknown}; "
+                    f"the losses are {list(names)}"
+                )
+        raw = torch.stack([book[name] for name in names]).detach()
+        return names, raw, weights
+
+    def _flags(self, names: tuple[str, ...], raw: Tensor, book: LossBook) -> Tensor:
+        """Two booleans, true when all is well: [every loss finite, no auxiliary loss < 0].
+
+        The sum of the losses is finite exactly when each one is (an overflow to inf counts
+        as non-finite too: the total would be inf), and costs two small ops instead of three.
+        """
+        finite = torch.isfinite(raw.sum())
+        nonnegative = book.nonnegative
+        if not nonnegative:
+            return torch.stack([finite, torch.ones_like(finite)])
+        key = (names, nonnegative)
+        mask = self._masks.get(key)
+        if mask is None:  # built once per set of names: no host->device copy per step
+            mask = torch.tensor([name in nonnegative for name in names], device=raw.device)
+            self._masks[key] = mask
+        return torch.stack([finite, torch.where(mask, raw, 0.0).ge(0).all()])
+
+    def _backward(
+        self,
+        book: LossBook,
+        names: tuple[str, ...],
+        weights: list[float],
+        group: OptimizerGroup,
+        diagnostics: bool,
+    ) -> Sequence[float | Tensor]:
+        scale = 1.0 / self.accumulate
+        active = [name for name in names if group.selects(name)]
+        if not active:
+            raise ValueError(
+                f"optimizer group {group.name!r} selects none of the losses {list(names)} "
+                f"with its patterns {list(group.patterns)}"
+            )
+        weight_of = dict(zip(names, weights, strict=True))
+        if self.balancer is not None:
+            scaler = self.amp.scaler
+            used = self.balancer.apply(
+                {name: book[name] for name in names},
+                weight_of,
+                step=self.step,
+                scale=(
+                    scale
+                    if scaler is None
+                    else scaler.scale(torch.tensor(scale, device=self.device))
+                ),
+                shared=self.shared,
+                representation=book.representation,
+                diagnostics=diagnostics,
+            )
+            if diagnostics:
+                self._metrics.set_extra(self.balancer.diagnostics())
+            return [used[name] for name in names]
+        if diagnostics and self.grad_diagnostics:
+            from multiloss.balancing import (  # type: ignore[attr-defined]  # lands with balancing
+                gradient_diagnostics,
+            )
+
+            self._metrics.set_extra(
+                gradient_diagnostics({n: book[n] for n in active}, weight_of, self.shared)
+            )
+        total = sum(
+            (book[name] * weight_of[name] for name in active[1:]),
+            book[active[0]] * weight_of[active[0]],
+        )
+        total = total * scale
+        if self.amp.scaler is not None:
+            total = self.amp.scaler.scale(total)
+        total.backward()
+        return [
+            weight if group.selects(name) else 0.0
+            for name, weight in zip(names, weights, strict=True)
+        ]
+
+    def _finish_step(self, group: OptimizerGroup, ok: Tensor | None) -> None:
+        scaler = self.amp.scaler
+        if scaler is not None:
+            scaler.unscale_(group.optimizer)
+        if ok is None:
+            raise RuntimeError("internal error: a step finished without any forward pass")
+        if self.grad_clip is not None:
+            norm = torch.nn.utils.clip_grad_norm_(list(group_parameters(group)), self.grad_clip)
+            if scaler is None:
+                ok = torch.stack([ok[0] & torch.isfinite(norm), ok[1]])
+        # The one device->host read of the step; every rank reaches the same verdict.
+        finite, nonnegative = self.dist.all(ok).tolist()
+        if not (finite and nonnegative):
+            self._nonfinite(negative_somewhere=not nonnegative)
+            if scaler is not None:
+                scaler.update()
+        else:
+            if scaler is not None:
+                scaler.step(group.optimizer)
+                scaler.update()
+            else:
+                group.optimizer.step()
+            for layer in self._aux_layers:
+                layer.after_optimizer_step()
+            if self.balancer is not None:
+                self.balancer.after_optimizer_step()
+        if group.scheduler is not None:
+            group.scheduler.step()
+        for g in self.groups:
+            g.optimizer.zero_grad(set_to_none=True)
+
+    def _nonfinite(self, *, negative_somewhere: bool) -> None:
+        book = self.last_book
+        if book is None:
+            raise RuntimeError("internal error: no loss book for the step being checked")
+        values = {name: float(book[name].detach()) for name in sorted(book)}
+        broken = {name: value for name, value in values.items() if not _finite(value)}
+        negative = {
+            name: value for name, value in values.items() if name in book.nonnegative and value < 0
+        }
+        for g in self.groups:
+            g.optimizer.zero_grad(set_to_none=True)
+        for layer in self._aux_layers:
+            layer.reset_accumulation()
+        if negative_somewhere:
+            details = (
+                ", ".join(
+                    f"{name!r} = {value:.6g} (from {book.origins[name] or 'the root'})"
+                    for name, value in negative.items()
+                )
+                or "on another rank"
+            )
+            raise ValueError(
+                f"auxiliary loss went negative at step {self.step}: {details}; auxiliary-loss "
+                "layers must return losses >= 0. The optimizer step was not taken."
+            )
+        if broken:
+            details = ", ".join(f"{name!r} = {value}" for name, value in broken.items())
+        elif self.dist.active:
+            details = "on another rank (this rank's losses are finite)"
+        else:
+            details = "the losses are finite but the gradient norm is not"
+        message = f"non-finite loss at step {self.step}: {details}"
+        if self.nonfinite == "raise":
+            raise FloatingPointError(
+                f"{message}. The optimizer step was not taken: parameters and optimizer state "
+                "are unchanged. Pass nonfinite='skip' to skip such steps instead."
+            )
+        self.skipped += 1
+        self.event(
+            "nonfinite", f"{message}; step skipped ({self.skipped} so far)", losses=sorted(broken)
+        )
+
+
+def _finite(value: float) -> bool:
+    return value == value and value not in (float("inf"), float("-inf"))
+
+
+def group_parameters(group: OptimizerGroup) -> Iterable[Tensor]:
+    """Every parameter the group's optimizer steps."""
+    for param_group in group.optimizer.param_groups:
+        yield from param_group["params"]
