@@ -32,6 +32,7 @@ typecheck: $(STAMP)
 	$(PY) -m mypy
 
 test: lint typecheck
+	sh scripts/ensure-chromium.sh
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

@@ -124,3 +124,23 @@ def test_repr_lists_non_default_settings() -> None:
         "LinearWarmup(steps=100",
     ):
         assert part in text
+
+
+def test_caching_a_parameter_does_not_register_it() -> None:
+    class CachesWeight(ml.AuxiliaryLossModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.ones(2))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.save_for_aux_loss(self.weight)
+            return x * self.weight
+
+        def aux_loss_terms(self, cache: torch.Tensor) -> torch.Tensor:
+            return cache.pow(2).sum()
+
+    layer = CachesWeight()
+    layer(torch.ones(2))
+    assert list(layer.state_dict()) == ["weight"]
+    assert len(list(layer.parameters())) == 1
+    assert float(layer.compute_aux_loss().detach()) == 2.0

@@ -4,7 +4,7 @@ Losses come from anywhere (``add_loss`` inside any forward, layers with a side l
 model's own return value), are combined by a balancer, and every one of them is logged.
 """
 
-from multiloss import losses, sinks, spec
+from multiloss import balancing, layers, losses, sinks, spec
 from multiloss.aux import AuxiliaryLossModule
 from multiloss.collect import (
     LossBook,
@@ -36,9 +36,11 @@ __all__ = [
     "__version__",
     "add_loss",
     "attach",
+    "balancing",
     "collect",
     "current_book",
     "explain",
+    "layers",
     "losses",
     "mark_representation",
     "record",

@@ -161,7 +161,9 @@ class AuxiliaryLossModule(nn.Module):
         """
         if not self._use_aux_loss:
             return
-        self._aux_cache = cache
+        # Bypass nn.Module.__setattr__: a cached Parameter or Module must not be registered
+        # (it would appear in state_dict and parameters()).
+        object.__setattr__(self, "_aux_cache", cache)
         self._aux_has_run = True
         if collecting():
             emit_aux_terms(self, self._terms(cache))

@@ -1,4 +1,4 @@
-"""The ``multiloss`` command: ``multiloss demo`` (and, as they land, ``report``)."""
+"""The ``multiloss`` command: ``multiloss demo`` and ``multiloss report``."""
 
 from __future__ import annotations
 
@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
             " gloo on CPU, NCCL on GPUs); each process sees its own shard of every epoch"
         ),
     )
+    from multiloss.report.cli import add_report_command
+
+    add_report_command(commands)
     return parser
 
 
@@ -84,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``multiloss`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    if args.command == "report":
+        return int(args.handler(args))
     if args.command == "demo":
         if args.nproc > 1 and "LOCAL_RANK" not in os.environ:
             return _relaunch_with_torchrun(argv, args.nproc)

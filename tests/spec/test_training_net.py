@@ -289,3 +289,14 @@ def test_repr_shows_the_spec() -> None:
     net = attach(WithLosses(), [Automatic, Maximize("scalar")])
     assert isinstance(net, TrainingNet)
     assert "spec=[Automatic, Maximize('scalar')]" in repr(net)
+
+
+def test_extract_returns_the_plain_model_of_a_training_net() -> None:
+    import torch
+
+    import multiloss as ml
+    from multiloss.layers import extract
+
+    model = torch.nn.Linear(3, 2)
+    training_net = ml.attach(model, ml.Automatic)
+    assert extract(training_net, inplace=True) is model

@@ -94,33 +94,33 @@ def _entry(
         dist.destroy_process_group()
 
 
-def train(rank: int, world: int, folder: Path, balancer_name: str | None, steps: int) -> None:
-    """Train with the trainer's defaults (DDP, sharded loader); save params and history."""
-    model = make_model()
-    loader = DataLoader(dataset(), batch_size=8, shuffle=False)
-    balancer = _balancer(balancer_name)
-    trainer = ml.Trainer(
-        model,
-        torch.optim.SGD(model.parameters(), lr=0.1),
-        sinks=None,
-        run_dir=folder / "run",
-        log_every=2,
-        balancer=balancer,
-    )
-    trainer.fit(loader, steps=steps)
-    torch.save(
-        {
-            "params": [p.detach().clone() for p in model.parameters()],
-            "history": trainer.history.train,
-            "ddp": trainer._ddp,
-        },
-        folder / f"result-{rank}.pt",
-    )
+def train(rank: int, world: int, folder: Path, balancers: list[str], steps: int) -> None:
+    """Train with the trainer's defaults (DDP, sharded loader), once per balancer ("Sum" is
+    the trainer's own weighted sum); save params and history."""
+    for name in balancers:
+        model = make_model()
+        loader = DataLoader(dataset(), batch_size=8, shuffle=False)
+        balancer = None if name == "Sum" else _balancer(name)
+        trainer = ml.Trainer(
+            model,
+            torch.optim.SGD(model.parameters(), lr=0.1),
+            sinks=None,
+            run_dir=folder / f"run-{name}",
+            log_every=2,
+            balancer=balancer,
+        )
+        trainer.fit(loader, steps=steps)
+        torch.save(
+            {
+                "params": [p.detach().clone() for p in model.parameters()],
+                "history": trainer.history.train,
+                "ddp": trainer._ddp,
+            },
+            folder / f"result-{name}-{rank}.pt",
+        )
 
 
-def _balancer(name: str | None) -> Any:
-    if name is None:
-        return None
+def _balancer(name: str) -> Any:
     from multiloss import balancing
 
     return getattr(balancing, name)()

@@ -19,7 +19,7 @@ from tests.training.dist_workers import dataset, make_model
 pytestmark = pytest.mark.slow
 
 
-def _single_process_reference(steps: int, balancer: object = None) -> tuple[list, list]:
+def _single_process_reference(steps: int, balancer: str = "Sum") -> tuple[list, list]:
     """One process on the global batch: rank 0's and rank 1's shards side by side."""
     shards = [
         list(DistributedSampler(dataset(), num_replicas=2, rank=r, shuffle=False)) for r in (0, 1)
@@ -30,37 +30,44 @@ def _single_process_reference(steps: int, balancer: object = None) -> tuple[list
         index = shards[0][8 * i : 8 * i + 8] + shards[1][8 * i : 8 * i + 8]
         batches.append((data.tensors[0][index], data.tensors[1][index]))
     model = make_model()
+    chosen = None if balancer == "Sum" else getattr(ml.balancing, balancer)()
     trainer = ml.Trainer(
-        model, torch.optim.SGD(model.parameters(), lr=0.1), sinks=[], log_every=2, balancer=balancer
+        model, torch.optim.SGD(model.parameters(), lr=0.1), sinks=[], log_every=2, balancer=chosen
     )
     trainer.fit(batches, steps=steps)
     return [p.detach() for p in model.parameters()], trainer.history.train
 
 
-def test_two_processes_match_one_process_on_the_global_batch(tmp_path: Path) -> None:
-    dist_workers.spawn(dist_workers.train, tmp_path, None, 4)
-    ranks = [torch.load(tmp_path / f"result-{r}.pt", weights_only=False) for r in (0, 1)]
-    assert [rank["ddp"] for rank in ranks] == [True, True]  # the trainer wrapped the model
-    for a, b in zip(ranks[0]["params"], ranks[1]["params"], strict=True):
-        assert torch.equal(a, b)  # identical parameters on every rank
-    reference, reference_rows = _single_process_reference(4)
-    for ours, theirs in zip(ranks[0]["params"], reference, strict=True):
-        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+BALANCERS = ["Sum", "Normalize", "GradNorm"]
 
-    # Logs are written once (rank 0), with values equal to the global mean.
-    rows = [
-        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
-    ]
-    assert [row["step"] for row in rows if row["kind"] == "train"] == [2, 4]
-    for ours_row, theirs_row in zip(rows, reference_rows, strict=True):
-        for key in ("loss/first", "loss/second", "loss/activity", "total"):
-            assert ours_row[key] == pytest.approx(theirs_row[key], rel=1e-5), key
-    assert ranks[1]["history"] == ranks[0]["history"] or all(
-        a[k] == pytest.approx(b[k])
-        for a, b in zip(ranks[0]["history"], ranks[1]["history"], strict=True)
-        for k in a
-        if k.startswith("loss/")
-    )
+
+def test_two_processes_match_one_process_on_the_global_batch(tmp_path: Path) -> None:
+    """For the weighted sum, a loss-weighting balancer driven by loss values (Normalize), and
+    one with learned weights and per-loss gradients of the last shared layer (GradNorm)."""
+    dist_workers.spawn(dist_workers.train, tmp_path, BALANCERS, 4)
+    for name in BALANCERS:
+        ranks = [torch.load(tmp_path / f"result-{name}-{r}.pt", weights_only=False) for r in (0, 1)]
+        assert [rank["ddp"] for rank in ranks] == [True, True]  # the trainer wrapped the model
+        for a, b in zip(ranks[0]["params"], ranks[1]["params"], strict=True):
+            assert torch.equal(a, b), name  # identical parameters on every rank
+        reference, reference_rows = _single_process_reference(4, name)
+        for ours, theirs in zip(ranks[0]["params"], reference, strict=True):
+            torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6, msg=name)
+
+        # Logs are written once (rank 0), with values equal to the global mean.
+        rows = [
+            json.loads(line)
+            for line in (tmp_path / f"run-{name}" / "metrics.jsonl").read_text().splitlines()
+        ]
+        assert [row["step"] for row in rows if row["kind"] == "train"] == [2, 4]
+        for ours_row, theirs_row in zip(rows, reference_rows, strict=True):
+            for key in ("loss/first", "loss/second", "loss/activity", "total"):
+                assert ours_row[key] == pytest.approx(theirs_row[key], rel=1e-5), (name, key)
+        # Every rank holds the same reduced values (only rank 0 writes them).
+        for first, second in zip(ranks[0]["history"], ranks[1]["history"], strict=True):
+            for key in first:
+                if key.startswith(("loss/", "weighted/", "weight/")):
+                    assert first[key] == second[key], (name, key)
 
 
 def test_nan_on_one_rank_is_handled_alike_on_both(tmp_path: Path) -> None:

@@ -407,6 +407,7 @@ def test_epochs_over_data_without_length() -> None:
         ({"weights": {"a": "x"}}, TypeError, r"`weights\['a'\]` must be a float"),
         ({"hooks": [object()]}, TypeError, "each of `hooks` must be a multiloss Hook"),
         ({"checkpoint_every": 5}, ValueError, "`checkpoint_every` needs a `run_dir`"),
+        ({"balancer": "Uncertainty"}, TypeError, "`balancer` must be a multiloss.balancing"),
     ],
 )
 def test_bad_trainer_arguments_are_named(kwargs: dict, error: type, match: str) -> None:

@@ -12,7 +12,8 @@ import torch
 import multiloss as ml
 from multiloss.demo.data import load_digits_data
 from multiloss.demo.model import DigitsNet
-from multiloss.training.sharding import init_distributed
+from multiloss.report import AdvisorHook, advise, format_findings, write_report
+from multiloss.training.sharding import init_distributed, shutdown_distributed
 
 __all__ = ["DemoResult", "format_loss_table", "run_demo"]
 
@@ -77,6 +78,26 @@ def run_demo(
         progress: Show the live progress bar.
         echo: Where lines are printed.
     """
+    # The demo model is tiny: a second intra-op thread only adds synchronization (and, on a
+    # busy machine, spinning), so the demo runs on one; the caller's setting is restored.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run(steps, out, seed, batch_size, log_every, progress, echo)
+    finally:
+        torch.set_num_threads(threads)
+        shutdown_distributed()  # under --nproc: every rank leaves together
+
+
+def _run(
+    steps: int,
+    out: str | Path | None,
+    seed: int,
+    batch_size: int,
+    log_every: int,
+    progress: bool,
+    echo: Any,
+) -> DemoResult:
     context = init_distributed()  # under torchrun (multiloss demo --nproc N): join the group
     if not context.is_main:
         echo = _silent
@@ -100,6 +121,9 @@ def run_demo(
         checkpoint_every=max(steps // 4, 1),
         val_every=max(steps // 4, 1),
         sinks=sinks,
+        # The demo logs steps / log_every rows (40 by default): a short window lets the live
+        # advisor speak within it.
+        hooks=[AdvisorHook(every=5, window=20)],
     )
     processes = f", {context.world_size} processes" if context.active else ""
     echo(
@@ -116,8 +140,15 @@ def run_demo(
     echo(format_loss_table(test))
     echo("")
     echo(f"test accuracy {accuracy:.1%} after {trainer.step} steps in {seconds:.1f} s")
+    report = None
+    if context.is_main:
+        echo("")
+        echo(format_findings(advise(run_dir)))
+        report = write_report(run_dir)
     echo(
         f"logs: {run_dir / 'metrics.jsonl'}   TensorBoard: {run_dir / 'tensorboard'}   "
         f"checkpoints: {run_dir / 'checkpoints'}"
     )
+    if report is not None:
+        echo(f"report: {report}  (open it in a browser; `multiloss report {run_dir}` redoes it)")
     return DemoResult(run_dir, accuracy, test, history, seconds)

@@ -16,6 +16,7 @@ from multiloss.layers.head import AuxiliaryHead, DroppedHead
 # -- Mixture of Experts (issue 3) --------------------------------------------------------------
 from multiloss.layers.moe import MixtureOfExperts, set_aux_grad_scale
 from multiloss.layers.orthogonality import OrthogonalityRegularizer, orthogonality_gap
+from multiloss.layers.reversal import GradientReversal
 from multiloss.layers.tapped import Tapped
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "ContrastiveHead",
     "DroppedHead",
     "EntropyRegularizer",
+    "GradientReversal",
     "GaussianKL",
     "OrthogonalityRegularizer",
     "Tapped",

@@ -53,6 +53,8 @@ class ProgressBar(Sink):
         kind = record.get("kind")
         if kind == "event":
             self._bar.write(f"[{record.get('event')}] {record.get('message')}", file=sys.stderr)
+            if record.get("suggestion"):
+                self._bar.write(f"    -> {record['suggestion']}", file=sys.stderr)
         elif kind == "val":
             self._bar.write(
                 f"step {record['step']}: val total {_fmt(record.get('total'))}", file=sys.stderr

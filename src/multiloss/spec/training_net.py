@@ -170,6 +170,10 @@ class TrainingNet(nn.Module):
                 "Attach(port, loss, name='task') or Port(port, name='task')"
             )
 
+    def inference_module(self) -> nn.Module:
+        """The model without its losses (what ``multiloss.layers.extract`` returns for it)."""
+        return self.net
+
     def extra_repr(self) -> str:
         return f"spec={self.spec!r}"
 

@@ -70,6 +70,11 @@ class CheckpointMixin(TrainerState):
         target = unwrap(self.net)
         check_compatible(state["model"], target.state_dict(), source=str(path))
         target.load_state_dict(state["model"])
+        if self.balancer is not None and state["balancer"] is not None:
+            # Before the optimizers: loading creates the balancer's per-loss parameters, whose
+            # param group is part of the saved optimizer state.
+            self.balancer.load_state_dict(state["balancer"])
+            self.balancer.add_parameters_to(self.groups[0].optimizer)
         if len(state["optimizers"]) != len(self.groups):
             raise ValueError(
                 f"checkpoint {path} has {len(state['optimizers'])} optimizers; this trainer "
@@ -83,8 +88,6 @@ class CheckpointMixin(TrainerState):
                 group.scheduler.load_state_dict(sched_state)
         if self.amp.scaler is not None and state["scaler"] is not None:
             self.amp.scaler.load_state_dict(state["scaler"])
-        if self.balancer is not None and state["balancer"] is not None:
-            self.balancer.load_state_dict(state["balancer"])
         for hook, hook_state in zip(self.hooks, state["hooks"], strict=False):
             hook.load_state_dict(hook_state)
         self.step = int(state["step"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import warnings
 from collections.abc import Iterable
@@ -13,7 +14,9 @@ from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, Ra
 
 from multiloss.training.distributed import DistContext
 
-__all__ = ["init_distributed", "shard"]
+__all__ = ["init_distributed", "shard", "shutdown_distributed"]
+
+_STARTED_HERE = [False]
 
 
 def init_distributed(device: torch.device | None = None) -> DistContext:
@@ -30,7 +33,29 @@ def init_distributed(device: torch.device | None = None) -> DistContext:
         if world > 1:
             cuda = device.type == "cuda" if device is not None else torch.cuda.is_available()
             dist.init_process_group(backend="nccl" if cuda else "gloo")
+            _STARTED_HERE[0] = True
+            # We started it, so we end it: a process that exits with the group alive can abort
+            # in the communication threads' teardown ("terminate called without an active
+            # exception"). shutdown_distributed() does it properly; this is the fallback.
+            atexit.register(_destroy)
     return DistContext.detect()
+
+
+def shutdown_distributed() -> None:
+    """End the process group that :func:`init_distributed` started (if it started one).
+
+    Every rank waits at a barrier first, so no rank tears down its side while another is still
+    finishing (writing a report or a checkpoint). Groups started by the user are left alone.
+    """
+    if _STARTED_HERE[0] and dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+        _STARTED_HERE[0] = False
+
+
+def _destroy() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def shard(data: Iterable[Any], context: DistContext, *, shuffle_default: bool = True) -> Any:

@@ -51,7 +51,10 @@ class StepMixin(TrainerState):
         if passes == 0:
             return False
         if manual_sync or (self._ddp and passes < self.accumulate):
-            self.dist.average_gradients(list(self.net.parameters()))
+            parameters = list(self.net.parameters())
+            if self.balancer is not None:
+                parameters += list(self.balancer.parameters())
+            self.dist.average_gradients(parameters)
         if passes < self.accumulate:
             # The data ran out mid-step: rescale so the step averages the passes it has.
             for parameter in group_parameters(group):
@@ -139,19 +142,22 @@ class StepMixin(TrainerState):
                 scale=(
                     scale
                     if scaler is None
-                    else scaler.scale(torch.tensor(scale, device=self.device))
+                    # torch.full fills on the device: no blocking host-to-device copy
+                    else scaler.scale(torch.full((), scale, device=self.device))
                 ),
                 shared=self.shared,
                 representation=book.representation,
                 diagnostics=diagnostics,
             )
+            if self.step == 0:
+                # Learned weights (Uncertainty, GradNorm) exist from the first call on: train
+                # them with the group's optimizer (a no-op once they are in it).
+                self.balancer.add_parameters_to(group.optimizer)
             if diagnostics:
                 self._metrics.set_extra(self.balancer.diagnostics())
             return [used[name] for name in names]
         if diagnostics and self.grad_diagnostics:
-            from multiloss.balancing import (  # type: ignore[attr-defined]  # lands with balancing
-                gradient_diagnostics,
-            )
+            from multiloss.balancing import gradient_diagnostics
 
             self._metrics.set_extra(
                 gradient_diagnostics({n: book[n] for n in active}, weight_of, self.shared)

@@ -149,6 +149,11 @@ class Trainer(StepMixin, CheckpointMixin, ReportingMixin):
                 "`balancer` cannot be combined with several optimizer groups: each group "
                 "backpropagates its own losses; give the balancer a single optimizer"
             )
+        if balancer is not None and not callable(getattr(balancer, "apply", None)):
+            raise TypeError(
+                "`balancer` must be a multiloss.balancing.Balancer (e.g. "
+                f"multiloss.balancing.Uncertainty()); got {describe(balancer)}"
+            )
         self.balancer = balancer
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.weights = {

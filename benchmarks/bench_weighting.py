@@ -1,0 +1,160 @@
+"""Loss-weighting balancers against plain summation, per training step (issue 5).
+
+A shared 3 x 512 MLP trunk with T linear heads (T = 2, 4, 8; batch 256). Each variant does one
+step: forward, per-task MSE losses, gradients into ``.grad`` (``sum(losses).backward()`` for the
+baseline, ``balancer.apply`` for the rest), ``after_optimizer_step``. Variants run in turn, round
+after round, in one process; we report medians and the ratio to the baseline. Target: within
+1.05x of Sum for every loss-weighting method. GradNorm is reported for both of its layer
+choices: on the last shared layer (the paper's; it needs T per-task gradients of a 512 x 512
+weight matrix, so it cannot be free) and on the shared representation.
+
+    PYTHONPATH=src python benchmarks/bench_weighting.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "src")]
+
+from multiloss.balancing import (  # noqa: E402
+    DWA,
+    FAMO,
+    RLW,
+    Balancer,
+    GradNorm,
+    Normalize,
+    Scheduled,
+    Static,
+    Sum,
+    Uncertainty,
+)
+from multiloss.schedules import Cosine  # noqa: E402
+
+WIDTH, DEPTH, BATCH = 512, 3, 256
+
+METHODS: dict[str, Callable[[list[str]], Balancer]] = {
+    "Sum": lambda names: Sum(),
+    "Static": lambda names: Static({names[0]: 2.0}),
+    "Scheduled": lambda names: Scheduled({names[0]: Cosine(1000)}),
+    "Normalize": lambda names: Normalize(),
+    "Uncertainty": lambda names: Uncertainty(),
+    "DWA": lambda names: DWA(),
+    "RLW": lambda names: RLW(),
+    "FAMO": lambda names: FAMO(),
+    "GradNorm(representation)": lambda names: GradNorm(layer="representation"),
+    "GradNorm(last layer)": lambda names: GradNorm(),
+}
+
+
+class Trunk(nn.Module):
+    def __init__(self, tasks: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for _ in range(DEPTH):
+            layers += [nn.Linear(WIDTH, WIDTH), nn.ReLU()]
+        self.trunk = nn.Sequential(*layers)
+        self.heads = nn.ModuleList(nn.Linear(WIDTH, 1) for _ in range(tasks))
+
+    def losses(
+        self, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        z = self.trunk(x)
+        losses = {
+            f"task{k}": (head(z).squeeze(1) - y[:, k]).pow(2).mean()
+            for k, head in enumerate(self.heads)
+        }
+        return losses, z
+
+
+def _interleave(
+    variants: dict[str, Callable[[], None]], rounds: int, number: int
+) -> dict[str, float]:
+    """Median seconds per call of each variant, variants alternating order every round."""
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
+    for name in names:  # warm-up (lazy state, vmap set-up, allocator)
+        for _ in range(2):
+            variants[name]()
+    for index in range(rounds):
+        for name in names if index % 2 == 0 else names[::-1]:
+            start = time.perf_counter()
+            for _ in range(number):
+                variants[name]()
+            samples[name].append((time.perf_counter() - start) / number)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def _measure(tasks: int, quick: bool) -> list[dict]:
+    model = Trunk(tasks)
+    x, y = torch.randn(BATCH, WIDTH), torch.randn(BATCH, tasks)
+    names = [f"task{k}" for k in range(tasks)]
+
+    def plain() -> None:
+        model.zero_grad(set_to_none=True)
+        losses, _ = model.losses(x, y)
+        sum(losses.values()).backward()  # type: ignore[union-attr]
+
+    def with_balancer(balancer: Balancer) -> Callable[[], None]:
+        def step() -> None:
+            model.zero_grad(set_to_none=True)
+            losses, z = model.losses(x, y)
+            balancer.apply(losses, representation=z)
+            balancer.after_optimizer_step()
+
+        return step
+
+    variants: dict[str, Callable[[], None]] = {"sum(losses).backward()": plain}
+    for name, make in METHODS.items():
+        variants[name] = with_balancer(make(names))
+    # One step per sample and many rounds: on a shared machine the load changes within a
+    # second, and fine interleaving spreads every variant over the same conditions.
+    times = _interleave(variants, rounds=8 if quick else 40, number=1)
+    base = times["sum(losses).backward()"]
+    return [
+        {
+            "case": f"T={tasks} {name}",
+            "ms": 1e3 * seconds,
+            "ratio": seconds / base,
+            "target": "" if name.startswith(("sum(", "GradNorm(last")) else "<= 1.05",
+        }
+        for name, seconds in times.items()
+    ]
+
+
+def run(quick: bool = False) -> list[dict]:
+    """One row per (T, method): median ms per step, and the ratio to plain summation."""
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        # No optimizer steps the learned weights here (the model does not change either).
+        warnings.filterwarnings("ignore", message="the parameters of .* receive gradients")
+        return [row for tasks in (2, 4, 8) for row in _measure(tasks, quick)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--threads", type=int, default=2, help="intra-op threads (1 on an oversubscribed machine)"
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = run(quick=args.quick)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+    print("| case | ms / step | ratio to sum | target |")
+    print("|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['case']} | {row['ms']:.2f} | {row['ratio']:.3f} | {row['target']} |")
+
+
+if __name__ == "__main__":
+    main()

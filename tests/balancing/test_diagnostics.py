@@ -1,0 +1,59 @@
+"""Gradient diagnostics checked against gradients computed one by one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from multiloss.balancing import gradient_diagnostics
+from tests.balancing.properties import Toy
+
+
+def _flat_grads(model: Toy) -> dict[str, torch.Tensor]:
+    losses = model.losses()
+    trunk = list(model.trunk.parameters())
+    return {
+        name: torch.cat(
+            [g.reshape(-1) for g in torch.autograd.grad(loss, trunk, retain_graph=True)]
+        )
+        for name, loss in losses.items()
+    }
+
+
+def test_norms_cosines_and_shares_match_the_definitions() -> None:
+    model = Toy()
+    g = _flat_grads(model)
+    weights = {"task0": 1.0, "task1": -0.5, "task2": 2.0}
+    out = gradient_diagnostics(model.losses(), weights)
+    update = sum(weights[n] * g[n] for n in g)
+    for name in g:
+        assert float(out[f"grad/norm/{name}"]) == pytest.approx(float(g[name].norm()), rel=1e-4)
+        share = float(weights[name] * g[name] @ update / (update @ update))
+        assert float(out[f"grad/share/{name}"]) == pytest.approx(share, rel=1e-4, abs=1e-6)
+    cos = torch.nn.functional.cosine_similarity(g["task0"], g["task2"], dim=0)
+    assert float(out["grad/cos/task0|task2"]) == pytest.approx(float(cos), abs=1e-5)
+    assert sum(float(v) for k, v in out.items() if "share" in k) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_the_graph_is_kept_for_the_caller() -> None:
+    model = Toy()
+    losses = model.losses()
+    gradient_diagnostics(losses)
+    sum(losses.values()).backward()  # still possible
+
+
+def test_explicit_shared_and_a_single_loss() -> None:
+    model = Toy()
+    out = gradient_diagnostics({"only": model.losses()["task0"]})
+    assert set(out) == {"grad/norm/only", "grad/share/only"}
+    assert float(out["grad/share/only"]) == pytest.approx(1.0)
+    out = gradient_diagnostics(model.losses(), shared=[model.trunk[0].weight])
+    assert float(out["grad/norm/task0"]) > 0
+
+
+def test_bad_input() -> None:
+    model = Toy()
+    with pytest.raises(ValueError, match="needs at least one loss"):
+        gradient_diagnostics({})
+    with pytest.raises(ValueError, match="`weights` of gradient_diagnostics names losses"):
+        gradient_diagnostics(model.losses(), {"x": 1.0})

@@ -1,0 +1,105 @@
+"""The gradient-level path: shared update from coefficients, heads from fixed weights."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import pytest
+import torch
+from torch import Tensor
+
+from multiloss.balancing import BalanceContext, GradientBalancer, Level
+from tests.balancing.properties import Toy, grads
+
+COEFFICIENTS = torch.tensor([2.0, 0.0, 0.5])
+
+
+class Fixed(GradientBalancer):
+    """Returns known coefficients, so the expected gradients can be written by hand."""
+
+    def weigh(self, gramian: Tensor, ctx: BalanceContext) -> Tensor:
+        assert gramian.shape == (3, 3)
+        return COEFFICIENTS
+
+
+class FixedOnHeadsToo(Fixed):
+    head_weights: ClassVar[Literal["fixed", "method"]] = "method"
+
+
+def _reference(model: Toy, weights: dict[str, float], heads_coefficients: Tensor) -> dict:
+    """Trunk: sum_i c_i w_i grad L_i; heads: sum_i h_i grad L_i, by plain autograd."""
+    model.zero_grad(set_to_none=True)
+    losses = model.losses()
+    names = sorted(losses)
+    trunk = list(model.trunk.parameters())
+    heads = list(model.heads.parameters())
+    shared_total = sum(COEFFICIENTS[i] * weights[n] * losses[n] for i, n in enumerate(names))
+    head_total = sum(heads_coefficients[i] * losses[n] for i, n in enumerate(names))
+    for p, g in zip(
+        trunk, torch.autograd.grad(shared_total, trunk, retain_graph=True), strict=True
+    ):
+        p.grad = g
+    for p, g in zip(heads, torch.autograd.grad(head_total, heads, allow_unused=True), strict=True):
+        p.grad = g
+    return grads(model)
+
+
+@pytest.mark.parametrize("level", ["parameters", "representation"])
+def test_shared_update_and_head_gradients_match_a_hand_computation(level: Level) -> None:
+    model = Toy()
+    weights = {"task0": 1.0, "task1": -2.0, "task2": 0.5}
+    model.zero_grad(set_to_none=True)
+    used = Fixed(level=level).apply(model.losses(), weights, step=0, representation=model.z)
+    got = grads(model)
+    fixed = torch.tensor([weights[n] for n in sorted(weights)])
+    torch.testing.assert_close(got, _reference(model, weights, fixed))
+    torch.testing.assert_close(torch.stack([used[n] for n in sorted(used)]), COEFFICIENTS * fixed)
+
+
+def test_method_weights_on_heads() -> None:
+    model = Toy()
+    weights = {"task0": 1.0, "task1": 1.0, "task2": 3.0}
+    model.zero_grad(set_to_none=True)
+    FixedOnHeadsToo().apply(model.losses(), weights, step=0)
+    got = grads(model)
+    fixed = torch.tensor([weights[n] for n in sorted(weights)])
+    torch.testing.assert_close(got, _reference(model, weights, COEFFICIENTS * fixed))
+
+
+def test_a_tensor_scale_multiplies_every_gradient() -> None:
+    model = Toy()
+    model.zero_grad(set_to_none=True)
+    Fixed().apply(model.losses(), step=0, scale=torch.tensor(0.25))
+    got = grads(model)
+    reference = _reference(model, dict.fromkeys(["task0", "task1", "task2"], 1.0), torch.ones(3))
+    torch.testing.assert_close(got, {k: 0.25 * v for k, v in reference.items()})
+
+
+def test_representation_level_needs_a_representation() -> None:
+    model = Toy()
+    with pytest.raises(ValueError, match="balances at the representation level but no repr"):
+        Fixed(level="representation").apply(model.losses(), step=0)
+    losses = model.losses()
+    with pytest.raises(ValueError, match="does not require grad"):
+        Fixed(level="representation").apply(losses, step=0, representation=model.z.detach())
+
+
+def test_level_is_validated() -> None:
+    with pytest.raises(ValueError, match=r"`level` of Fixed must be one of \{'parameters', 're"):
+        Fixed(level="layer")  # type: ignore[arg-type]
+
+
+def test_a_method_without_weigh_or_combine_says_so() -> None:
+    class Empty(GradientBalancer):
+        pass
+
+    with pytest.raises(NotImplementedError, match="Empty must implement weigh"):
+        Empty().apply(Toy().losses(), step=0)
+
+
+def test_the_jacobian_is_computed_once_and_the_graph_is_freed() -> None:
+    model = Toy()
+    losses = model.losses()
+    Fixed().apply(losses, step=0)
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        losses["task0"].backward()

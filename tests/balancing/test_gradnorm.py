@@ -1,0 +1,106 @@
+"""GradNorm against Algorithm 1 of the paper, with G_i taken by double backprop."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from multiloss.balancing import GradNorm
+from tests.balancing.properties import Toy
+
+
+def _reference_weight_grad(
+    model: Toy, weights: torch.Tensor, initial: torch.Tensor, alpha: float
+) -> torch.Tensor:
+    """grad_w of sum_i |G_i - mean(G) r_i^alpha| with G_i = ||grad_W w_i L_i|| (create_graph)."""
+    w = weights.clone().requires_grad_(True)
+    losses = model.losses()
+    layer = model.trunk[2].weight
+    norms = []
+    for i, name in enumerate(sorted(losses)):
+        (g,) = torch.autograd.grad(w[i] * losses[name], layer, create_graph=True)
+        norms.append(g.norm())
+    G = torch.stack(norms)
+    values = torch.stack([losses[n].detach() for n in sorted(losses)])
+    relative = values / initial
+    target = (G.mean() * (relative / relative.mean()) ** alpha).detach()
+    (grad,) = torch.autograd.grad((G - target).abs().sum(), w)
+    return grad
+
+
+def test_weight_gradient_matches_algorithm_1() -> None:
+    model = Toy()
+    balancer = GradNorm(alpha=1.5)
+    balancer.apply(model.losses(), step=0)  # records L(0)
+    initial = balancer.initial.clone()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    optimizer.zero_grad()
+    model.losses()["task2"].backward()
+    optimizer.step()  # move the model so L(t) != L(0)
+    with torch.no_grad():
+        balancer.weights.copy_(torch.tensor([0.5, 1.5, 1.0]))
+    balancer.weights.grad = None
+    balancer.apply(model.losses(), step=1)
+    expected = _reference_weight_grad(model, torch.tensor([0.5, 1.5, 1.0]), initial, 1.5)
+    torch.testing.assert_close(balancer.weights.grad, expected)
+
+
+def test_weights_are_renormalized_to_the_number_of_losses() -> None:
+    model = Toy()
+    balancer = GradNorm()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    for step in range(5):
+        optimizer.zero_grad()
+        balancer.apply(model.losses(), step=step)
+        balancer.add_parameters_to(optimizer)
+        optimizer.param_groups[-1]["lr"] = 0.5
+        optimizer.step()
+        balancer.after_optimizer_step()
+        assert float(balancer.weights.detach().sum()) == pytest.approx(3.0)
+        assert (balancer.weights > 0).all()
+    assert not torch.allclose(balancer.weights, torch.ones(3))
+
+
+def _weighted_norms(model: Toy, weights: torch.Tensor) -> torch.Tensor:
+    losses = model.losses()
+    layer = model.trunk[2].weight
+    return torch.stack(
+        [
+            weights[i] * torch.autograd.grad(losses[n], layer, retain_graph=True)[0].norm()
+            for i, n in enumerate(sorted(losses))
+        ]
+    )
+
+
+def test_the_weights_equalize_gradient_norms() -> None:
+    """With alpha = 0 the fixed point is equal G_i: the weights move the norms together."""
+    model = Toy(tasks=2)  # losses 100x apart
+    balancer = GradNorm(alpha=0.0)
+    before = _weighted_norms(model, torch.ones(2))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.0)  # freeze the model
+    for step in range(100):
+        optimizer.zero_grad()
+        balancer.apply(model.losses(), step=step)
+        balancer.add_parameters_to(optimizer)
+        optimizer.param_groups[-1]["lr"] = 0.03
+        optimizer.step()
+        balancer.after_optimizer_step()
+    after = _weighted_norms(model, balancer.weights.detach())
+    assert float(before.max() / before.min()) > 3
+    assert float(after.max() / after.min()) < 1.2
+
+
+def test_explicit_layer_and_bad_layer() -> None:
+    model = Toy()
+    balancer = GradNorm(layer=model.trunk[0])
+    assert list(balancer.parameters()) == []  # the layer's parameters are not adopted
+    balancer.apply(model.losses(), step=0)
+    assert balancer.weights.grad is not None
+    with pytest.raises(ValueError, match="`layer` of GradNorm must be 'last', 'representation'"):
+        GradNorm(layer="first")
+    with pytest.raises(ValueError, match="`layer` of GradNorm has no parameter"):
+        GradNorm(layer=torch.nn.ReLU())
+
+
+def test_repr() -> None:
+    assert repr(GradNorm()) == "GradNorm(alpha=1.5, layer='last')"
