@@ -12,6 +12,9 @@ from multiloss.layers.entropy import EntropyRegularizer
 from multiloss.layers.extract import extract
 from multiloss.layers.gaussian_kl import GaussianKL, active_units
 from multiloss.layers.head import AuxiliaryHead, DroppedHead
+
+# -- Mixture of Experts (issue 3) --------------------------------------------------------------
+from multiloss.layers.moe import MixtureOfExperts, set_aux_grad_scale
 from multiloss.layers.orthogonality import OrthogonalityRegularizer, orthogonality_gap
 from multiloss.layers.reversal import GradientReversal
 from multiloss.layers.tapped import Tapped
@@ -30,4 +33,7 @@ __all__ = [
     "active_units",
     "extract",
     "orthogonality_gap",
+    # -- Mixture of Experts (issue 3)
+    "MixtureOfExperts",
+    "set_aux_grad_scale",
 ]
