@@ -77,5 +77,5 @@ def module_path(root: nn.Module, module: nn.Module, *, rebuild: bool = True) -> 
 
 
 def join_name(path: str, name: str) -> str:
-    """``encoder.blocks.3.moe`` + ``balance`` -> ``encoder.blocks.3.moe/balance``."""
+    """``encoder.blocks.3.moe`` + ``switch`` -> ``encoder.blocks.3.moe/switch``."""
     return f"{path}/{name}" if path else name

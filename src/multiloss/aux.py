@@ -152,12 +152,18 @@ class AuxiliaryLossModule(nn.Module):
         """
 
     # -- what subclasses call -------------------------------------------------------------
-    def save_for_aux_loss(self, cache: Any) -> None:
+    def save_for_aux_loss(self, cache: Any, *, emit: bool = True) -> None:
         """Keep ``cache`` for the loss; inside a collector, contribute this call's terms.
 
         Does nothing when ``use_aux_loss`` is off. The terms are computed here (inside the
         forward pass, so inside autocast and inside a compiled graph) only when a collector is
         open; plain inference computes nothing.
+
+        Args:
+            cache: Whatever ``aux_loss_terms`` and ``aux_diagnostics`` need.
+            emit: False keeps the cache (for ``compute_aux_loss`` and diagnostics) and
+                registers the layer with the collector without terms: for a layer that injects
+                its loss's gradient itself (an MoE gradient carrier), so it is not counted twice.
         """
         if not self._use_aux_loss:
             return
@@ -166,7 +172,7 @@ class AuxiliaryLossModule(nn.Module):
         object.__setattr__(self, "_aux_cache", cache)
         self._aux_has_run = True
         if collecting():
-            emit_aux_terms(self, self._terms(cache))
+            emit_aux_terms(self, self._terms(cache) if emit else {})
 
     # -- pulling ------------------------------------------------------------------------------
     def _terms(self, cache: Any) -> dict[str, Tensor]:

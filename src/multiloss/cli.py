@@ -34,11 +34,23 @@ def _parser() -> argparse.ArgumentParser:
             "metrics.jsonl, TensorBoard events and checkpoints."
         ),
     )
-    demo.add_argument("--steps", type=_positive, default=800, help="optimizer steps (default 800)")
+    demo.add_argument(
+        "--steps", type=_positive, default=None, help="optimizer steps (default 800; --moe: 300)"
+    )
     demo.add_argument("--out", default=None, help="run directory (default runs/demo-<time>)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument("--batch-size", type=_positive, default=64, help="batch size (default 64)")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    demo.add_argument(
+        "--moe",
+        action="store_true",
+        help=(
+            "the digits model with a Mixture-of-Experts layer (8 experts, top-2), trained "
+            "without balancing, with the switch loss and with aux-loss-free bias balancing; "
+            "prints per-expert load and the balance metrics side by side (300 steps per run "
+            "unless --steps is given)"
+        ),
+    )
     demo.add_argument(
         "--nproc",
         type=_positive,
@@ -90,12 +102,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "report":
         return int(args.handler(args))
     if args.command == "demo":
+        if args.moe and args.nproc > 1:
+            raise SystemExit("multiloss demo: --moe runs in one process; drop --nproc")
         if args.nproc > 1 and "LOCAL_RANK" not in os.environ:
             return _relaunch_with_torchrun(argv, args.nproc)
+        if args.moe:
+            from multiloss.demo.moe import run_moe_demo
+
+            run_moe_demo(steps=args.steps or 300, seed=args.seed, progress=not args.no_progress)
+            return 0
         from multiloss.demo import run_demo
 
         run_demo(
-            steps=args.steps,
+            steps=args.steps or 800,
             out=args.out,
             seed=args.seed,
             batch_size=args.batch_size,

@@ -5,7 +5,7 @@ Any code running inside ``with multiloss.collect() as book:`` can emit a named l
 down. Outside a collector both calls return at once, so inference code pays nothing.
 
 A loss emitted from inside a module is named by that module's path in the root model plus the
-given name, so forty MoE layers give forty distinct terms (``blocks.3.moe/balance``).
+given name, so forty MoE layers give forty distinct terms (``blocks.3.moe/switch``).
 
 Two paths feed a book:
 

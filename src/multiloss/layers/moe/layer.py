@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from multiloss._validation import check_choice, check_finite_float
 from multiloss.aux import AuxiliaryLossModule
-from multiloss.collect import collecting, emit_aux_terms, record
+from multiloss.collect import collecting, record
 from multiloss.layers.moe import _checks
 from multiloss.layers.moe.balancing import (
     LOSS_TYPES,
@@ -160,17 +160,10 @@ class MixtureOfExperts(AuxiliaryLossModule):
     def aux_diagnostics(self, cache: RoutingCache) -> Mapping[str, float | Tensor]:
         return routing_diagnostics(cache, self.expert_bias if "bias" in self.balance else None)
 
-    def save_for_aux_loss(self, cache: Any) -> None:
-        if not self.gradient_carrier:
-            super().save_for_aux_loss(cache)
-        elif self.use_aux_loss:
-            # The carrier injects the gradient; emitting the loss too would count it twice.
-            # Keep the cache for compute_aux_loss() and the diagnostics, and register the layer
-            # with the book without terms, so the trainer still logs its diagnostics.
-            self._aux_cache = cache
-            self._aux_has_run = True
-            if collecting():
-                emit_aux_terms(self, {})
+    def save_for_aux_loss(self, cache: Any, *, emit: bool = True) -> None:
+        # With the carrier, the gradient is injected through the gates: emitting the loss too
+        # would count it twice. The cache still serves compute_aux_loss() and diagnostics.
+        super().save_for_aux_loss(cache, emit=emit and not self.gradient_carrier)
 
     @torch.no_grad()
     def after_optimizer_step(self) -> None:
