@@ -201,3 +201,40 @@ def resumable(
         },
         folder / f"{run}-{'resumed' if resume else 'done'}-{rank}.pt",
     )
+
+
+class MoENet(nn.Module):
+    """A regression model around one MoE layer with global and bias balancing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from multiloss.layers import MixtureOfExperts
+
+        self.moe = MixtureOfExperts(4, 8, 4, top_k=2, balance={"global": 0.01, "bias": 0.01})
+        self.head = nn.Linear(4, 1)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(self.head(self.moe(x)).squeeze(-1), y)
+
+
+def make_moe() -> MoENet:
+    torch.manual_seed(0)
+    return MoENet()
+
+
+def moe_train(rank: int, world: int, folder: Path, steps: int) -> None:
+    """Global load balancing and the aux-loss-free bias under DDP with 2 micro-batches."""
+    model = make_moe()
+    loader = DataLoader(dataset(), batch_size=4, shuffle=False)
+    trainer = ml.Trainer(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), sinks=[], accumulate=2, log_every=steps
+    )
+    trainer.fit(loader, steps=steps)
+    torch.save(
+        {
+            "params": [p.detach().clone() for p in model.parameters()],
+            "bias": model.moe.expert_bias.clone(),
+            "history": trainer.history.train,
+        },
+        folder / f"moe-{rank}.pt",
+    )

@@ -120,3 +120,32 @@ def test_sharding_gives_each_rank_its_part_and_sets_epochs() -> None:
     assert sharded.sampler.rank == 1
     assert sharded.sampler.shuffle
     assert len(sharded) == 4
+
+
+def test_moe_global_counts_and_bias_see_every_rank_and_micro_batch(tmp_path: Path) -> None:
+    steps = 3
+    dist_workers.spawn(dist_workers.moe_train, tmp_path, steps)
+    ranks = [torch.load(tmp_path / f"moe-{r}.pt", weights_only=False) for r in (0, 1)]
+    assert torch.equal(ranks[0]["bias"], ranks[1]["bias"])  # identical on every rank
+    assert ranks[0]["bias"].abs().sum() > 0  # the bias did move
+
+    # One process, each micro-batch the union of the two ranks' micro-batches: same counts.
+    shards = [
+        list(DistributedSampler(dataset(), num_replicas=2, rank=r, shuffle=False)) for r in (0, 1)
+    ]
+    data = dataset()
+    micro = []
+    for i in range(2 * steps):
+        index = shards[0][4 * i : 4 * i + 4] + shards[1][4 * i : 4 * i + 4]
+        micro.append((data.tensors[0][index], data.tensors[1][index]))
+    model = dist_workers.make_moe()
+    trainer = ml.Trainer(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), sinks=[], accumulate=2, log_every=steps
+    )
+    trainer.fit(micro, steps=steps)
+    torch.testing.assert_close(ranks[0]["bias"], model.moe.expert_bias)
+    for ours, theirs in zip(ranks[0]["params"], model.parameters(), strict=True):
+        torch.testing.assert_close(ours, theirs.detach(), rtol=1e-5, atol=1e-6)
+    assert ranks[0]["history"][-1]["loss/moe/global"] == pytest.approx(
+        trainer.history.last()["loss/moe/global"], rel=1e-5
+    )
