@@ -1,0 +1,46 @@
+"""The README's self-contained examples run and print what the README says they print."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def _block_containing(text: str) -> str:
+    matches = [block for block in _blocks() if text in block]
+    assert len(matches) == 1, f"expected one README block with {text!r}"
+    return matches[0]
+
+
+def test_losses_from_anywhere_example() -> None:
+    scope: dict[str, object] = {}
+    exec(_block_containing("class Block(torch.nn.Module)"), scope)
+    book = scope["book"]
+    assert sorted(book) == ["0/sparsity", "1/sparsity"]  # type: ignore[call-overload]
+    assert book.weights == {"0/sparsity": 0.001, "1/sparsity": 0.001}  # type: ignore[attr-defined]
+    expected = sum(0.001 * book[name] for name in book)  # type: ignore[index, attr-defined]
+    torch.testing.assert_close(book.total(), expected)  # type: ignore[attr-defined]
+
+
+def test_auxiliary_layer_example() -> None:
+    scope: dict[str, object] = {"torch": torch}
+    exec("import multiloss as ml\n" + _block_containing("class L1Activity"), scope)
+    layer = scope["layer"]
+    assert set(layer.aux_loss_diagnostics()) == {"mean_abs"}  # type: ignore[attr-defined]
+    assert float(layer.compute_aux_loss()) > 0  # type: ignore[attr-defined]
+
+
+def test_quick_start_has_exactly_the_two_commands_and_ci_runs_the_test_one() -> None:
+    quick = README.read_text().split("## Quick start", 1)[1].split("##", 1)[0]
+    commands = re.findall(r"```bash\n(.*?)```", quick, flags=re.S)[0].strip().splitlines()
+    assert [line.split("#")[0].strip() for line in commands] == ["make demo", "make test"]
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert "make test" in ci
