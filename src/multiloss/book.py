@@ -333,13 +333,23 @@ class LossBook(Mapping[str, Tensor]):
     def metrics(self) -> dict[str, Tensor | float]:
         """Recorded diagnostics, averaged when one name was recorded several times."""
         self._flush()
-        return {key: total / count for key, (total, count) in self._metrics.items()}
+        return {
+            key: total if count == 1 else total / count
+            for key, (total, count) in self._metrics.items()
+        }
 
     @property
     def aux_modules(self) -> dict[str, AuxiliaryLossModule]:
         """Path -> auxiliary-loss layer, for each layer that contributed a loss."""
         self._flush()
         return dict(self._aux_modules)
+
+    def snapshot(self) -> tuple[tuple[str, ...], list[Tensor], list[float]]:
+        """Names (sorted), raw values and weights in one pass: what a trainer reads per step."""
+        self._flush()
+        names = tuple(sorted(self._entries))
+        entries = [self._entries[name] for name in names]
+        return names, [entry.value for entry in entries], [entry.weight for entry in entries]
 
     def set_weight(self, name: str, weight: float) -> None:
         """Replace the weight of loss ``name`` (a trainer's static weights use this)."""

@@ -80,7 +80,9 @@ class collect:  # noqa: N801  (a context manager used like torch.no_grad)
         self._book = LossBook(
             model,
             step=step,
-            device=torch.device(device) if device is not None else None,
+            device=device
+            if device is None or isinstance(device, torch.device)
+            else torch.device(device),
             batch=batch,
         )
         self._token: Token[LossBook | None] | None = None

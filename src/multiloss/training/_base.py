@@ -60,6 +60,7 @@ class TrainerState:
     _aux_layers: list[AuxiliaryLossModule]
     _checked_weight_keys: bool
     _masks: dict[tuple[tuple[str, ...], frozenset[str]], Tensor]
+    _active: dict[tuple[int, tuple[str, ...]], tuple[int, ...]]
     _period_start: float
     _period_steps: int
     _whole_batch: bool

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -56,38 +56,74 @@ class PeriodMetrics:
         Keys: ``loss/<name>``, ``weighted/<name>``, ``weight/<name>`` (last weight used),
         ``metric/<name>`` and whatever was passed to :meth:`set_extra`, plus ``total``.
 
+        Only tensors travel: each group of passes is stacked once and everything goes to the
+        host in one transfer; weights (plain floats, unless a balancer learned them) and the
+        averaging stay on the host.
+
         Args:
-            reduce: ``reduce(values, keys)`` applied to the flat vector of values (keys in
-                sorted order, the same on every rank): the trainer passes the mean over ranks.
+            reduce: ``reduce(values, labels)`` applied to the flat vector of values before it
+                is read (the trainer passes the mean over ranks). Blocks are ordered by name,
+                so every rank lays the vector out alike.
         """
-        keys: list[str] = []
-        parts: list[Tensor] = []
+        blocks: list[_Block] = []
+        groups: list[
+            tuple[tuple[str, ...], list[tuple[Sequence[Weight], float]], _Block, _Block | None]
+        ] = []
         for names, rows in self._rows.items():
-            raw = torch.stack([row[0].double() for row in rows])  # passes x losses
-            weights = torch.stack([_as_vector(row[1], raw.device) for row in rows])
-            counts = torch.tensor([row[2] for row in rows], device=raw.device)[:, None]
-            share = counts / counts.sum()
-            keys += [f"loss/{name}" for name in names]
-            keys += [f"weighted/{name}" for name in names]
-            keys += [f"weight/{name}" for name in names]
-            parts += [(raw * share).sum(0), (raw * weights * share).sum(0), weights[-1]]
+            key = "\x00".join(names)
+            raw = _Block(
+                f"loss {key}",
+                torch.stack([row[0] for row in rows]).reshape(-1),
+                [f"loss/{name}" for _ in rows for name in names],
+            )
+            blocks.append(raw)
+            learned = None
+            if any(isinstance(w, Tensor) for row in rows for w in row[1]):
+                matrix = torch.stack([_as_vector(row[1], raw.values.device) for row in rows])
+                learned = _Block(
+                    f"weight {key}",
+                    matrix.reshape(-1),
+                    [f"weight/{name}" for _ in rows for name in names],
+                )
+                blocks.append(learned)
+            groups.append((names, [(row[1], row[2]) for row in rows], raw, learned))
+        result: dict[str, float] = {}
+        singles: list[_Block] = []
         for name, values in self._metrics.items():
-            keys.append(f"metric/{name}")
-            parts.append(_mean(values))
+            tensors = [v for v in values if isinstance(v, Tensor)]
+            if len(tensors) == len(values):
+                device = tensors[0].device
+                stacked = torch.stack([t.detach().reshape(()).to(device) for t in tensors])
+                singles.append(_Block(f"metric {name}", stacked, [f"metric/{name}"] * len(values)))
+            else:  # floats (or a mix): averaged on the host
+                result[f"metric/{name}"] = sum(float(v) for v in values) / len(values)
         for name, value in self._extra.items():
-            keys.append(name)
-            parts.append(_scalar(value).reshape(1))
-        numbers: list[float] = []
-        if parts:
-            device = parts[0].device
-            flat = torch.cat([part.reshape(-1).double().to(device) for part in parts])
-            order = sorted(range(len(keys)), key=keys.__getitem__)  # rank-consistent order
-            keys = [keys[i] for i in order]
-            flat = flat[torch.tensor(order, device=device)]
+            if isinstance(value, Tensor):
+                singles.append(_Block(f"extra {name}", value.detach().reshape(1), [name]))
+            else:
+                result[name] = float(value)
+        blocks += singles
+        if blocks:
+            blocks.sort(key=lambda block: block.key)
+            device = blocks[0].values.device
+            flat = torch.cat([block.values.to(device, torch.float64) for block in blocks])
             if reduce is not None:
-                flat = reduce(flat, keys)
+                flat = reduce(flat, [label for block in blocks for label in block.labels])
             numbers = flat.cpu().tolist()
-        result: dict[str, float] = dict(zip(keys, numbers, strict=True))
+            offset = 0
+            for block in blocks:
+                block.numbers = numbers[offset : offset + len(block.labels)]
+                offset += len(block.labels)
+        for block in singles:
+            result[block.labels[0]] = sum(block.numbers) / len(block.numbers)
+        result.update(
+            _means(
+                [
+                    (names, passes, raw_block.numbers, learned.numbers if learned else None)
+                    for names, passes, raw_block, learned in groups
+                ]
+            )
+        )
         weighted = [value for key, value in result.items() if key.startswith("weighted/")]
         if weighted:
             result["total"] = sum(weighted)
@@ -113,7 +149,45 @@ def _as_vector(weights: Sequence[Weight], device: torch.device) -> Tensor:
     return torch.stack([_scalar(weight).to(device, torch.float64) for weight in weights])
 
 
-def _mean(values: list[Any]) -> Tensor:
-    tensors = [_scalar(value) for value in values]
-    device = next((t.device for t in tensors if t.device.type != "cpu"), tensors[0].device)
-    return torch.stack([t.to(device) for t in tensors]).mean().reshape(1)
+@dataclass
+class _Block:
+    """A run of values that travels to the host in the one transfer of a log period."""
+
+    key: str  # sort key: the same layout on every rank
+    values: Tensor  # 1-D
+    labels: list[str]  # one per value (the reducer checks them across ranks)
+    numbers: list[float] = field(default_factory=list)  # the values, read back
+
+
+def _means(
+    groups: list[
+        tuple[
+            tuple[str, ...], list[tuple[Sequence[Weight], float]], list[float], list[float] | None
+        ]
+    ],
+) -> dict[str, float]:
+    """Count-weighted means of the raw and weighted values, and the last weight, per loss.
+
+    Each group holds the passes that produced one set of names: their raw values (and the
+    weights a balancer learned, if any) pass by pass; otherwise each pass's plain float weights.
+    A loss present in several groups (it was not emitted every step) is averaged over all the
+    passes that had it.
+    """
+    sums: dict[str, list[float]] = {}  # name -> [raw sum, weighted sum, count, last weight]
+    for names, rows, raw, learned in groups:
+        width = len(names)
+        for j, name in enumerate(names):
+            acc = sums.setdefault(name, [0.0, 0.0, 0.0, 0.0])
+            for i, (weights, count) in enumerate(rows):
+                weight = learned[i * width + j] if learned is not None else float(weights[j])
+                value = raw[i * width + j]
+                acc[0] += value * count
+                acc[1] += value * weight * count
+                acc[2] += count
+                acc[3] = weight
+    result: dict[str, float] = {}
+    for name, (raw_sum, weighted_sum, count, weight) in sums.items():
+        result[f"loss/{name}"] = raw_sum / count
+        result[f"weighted/{name}"] = weighted_sum / count
+        result[f"weight/{name}"] = weight
+    return result

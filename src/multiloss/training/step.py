@@ -22,7 +22,7 @@ class StepMixin(TrainerState):
     """The per-step mechanics of ``Trainer``."""
 
     def _train_step(self) -> bool:
-        group = select_group(self.groups, self.step)
+        group = self.groups[0] if len(self.groups) == 1 else select_group(self.groups, self.step)
         epoch_before = self._data.epoch
         log_step = (self.step + 1) % self.log_every == 0
         ok: Tensor | None = None
@@ -42,9 +42,10 @@ class StepMixin(TrainerState):
                 book = self._forward(to_device(batch, self.device))
                 names, raw, weights = self._weigh(book, check=not self._checked_weight_keys)
                 self._checked_weight_keys = True
-                flag = self._flags(names, raw, book)
+                used, finite = self._backward(book, names, weights, raw, group, log_step and last)
+                nonnegative = self._nonnegative(names, raw, book)
+                flag = finite if nonnegative is None else torch.stack([finite, nonnegative])
                 ok = flag if ok is None else ok & flag
-                used = self._backward(book, names, weights, group, log_step and last)
             self._metrics.add(names, raw, used)
             self._metrics.add_metrics(book.metrics)
             self.last_book = book
@@ -80,11 +81,9 @@ class StepMixin(TrainerState):
         return book
 
     def _weigh(self, book: LossBook, *, check: bool) -> tuple[tuple[str, ...], Tensor, list[float]]:
-        names = tuple(sorted(book))
+        names, values, weights = book.snapshot()
         if not names:
             raise ValueError("no loss was returned, emitted or contributed in this step")
-        book_weights = book.weights
-        weights = [book_weights[name] for name in names]
         if self.weights:
             for index, name in enumerate(names):
                 for pattern, schedule in self.weights.items():
@@ -97,42 +96,49 @@ class StepMixin(TrainerState):
                     f"`weights` names losses that the first step did not produce: {unknown}; "
                     f"the losses are {list(names)}"
                 )
-        raw = torch.stack([book[name] for name in names]).detach()
+        with torch.no_grad():  # a copy for the logs and the guard: no autograd node
+            raw = torch.stack(values)
         return names, raw, weights
 
-    def _flags(self, names: tuple[str, ...], raw: Tensor, book: LossBook) -> Tensor:
-        """Two booleans, true when all is well: [every loss finite, no auxiliary loss < 0].
-
-        The sum of the losses is finite exactly when each one is (an overflow to inf counts
-        as non-finite too: the total would be inf), and costs two small ops instead of three.
-        """
-        finite = torch.isfinite(raw.sum())
+    def _nonnegative(self, names: tuple[str, ...], raw: Tensor, book: LossBook) -> Tensor | None:
+        """True when no auxiliary loss is negative (None when no auxiliary layer contributed)."""
         nonnegative = book.nonnegative
         if not nonnegative:
-            return torch.stack([finite, torch.ones_like(finite)])
+            return None
         key = (names, nonnegative)
         mask = self._masks.get(key)
         if mask is None:  # built once per set of names: no host->device copy per step
             mask = torch.tensor([name in nonnegative for name in names], device=raw.device)
             self._masks[key] = mask
-        return torch.stack([finite, torch.where(mask, raw, 0.0).ge(0).all()])
+        return torch.where(mask, raw, 0.0).ge(0).all()
 
     def _backward(
         self,
         book: LossBook,
         names: tuple[str, ...],
         weights: list[float],
+        raw: Tensor,
         group: OptimizerGroup,
         diagnostics: bool,
-    ) -> Sequence[float | Tensor]:
+    ) -> tuple[Sequence[float | Tensor], Tensor]:
+        """Backpropagate the step's losses; return the weights used and a 0-dim "all finite".
+
+        The guard reads the total that is backpropagated (one op): it is finite exactly when
+        every loss in it is (an inf times a zero weight is NaN, so it is caught too).
+        """
         scale = 1.0 / self.accumulate
-        active = [name for name in names if group.selects(name)]
-        if not active:
-            raise ValueError(
-                f"optimizer group {group.name!r} selects none of the losses {list(names)} "
-                f"with its patterns {list(group.patterns)}"
-            )
-        weight_of = dict(zip(names, weights, strict=True))
+        key = (id(group), names)
+        active = self._active.get(key)
+        if active is None:  # which losses a group trains depends only on the names: cache it
+            active = tuple(i for i, name in enumerate(names) if group.selects(name))
+            if not active:
+                raise ValueError(
+                    f"optimizer group {group.name!r} selects none of the losses {list(names)} "
+                    f"with its patterns {list(group.patterns)}"
+                )
+            self._active[key] = active
+        if self.balancer is not None or diagnostics:
+            weight_of = dict(zip(names, weights, strict=True))
         if self.balancer is not None:
             scaler = self.amp.scaler
             used = self.balancer.apply(
@@ -155,25 +161,29 @@ class StepMixin(TrainerState):
                 self.balancer.add_parameters_to(group.optimizer)
             if diagnostics:
                 self._metrics.set_extra(self.balancer.diagnostics())
-            return [used[name] for name in names]
+            return [used[name] for name in names], torch.isfinite(raw.sum())
         if diagnostics and self.grad_diagnostics:
             from multiloss.balancing import gradient_diagnostics
 
             self._metrics.set_extra(
-                gradient_diagnostics({n: book[n] for n in active}, weight_of, self.shared)
+                gradient_diagnostics(
+                    {names[i]: book[names[i]] for i in active}, weight_of, self.shared
+                )
             )
-        total = sum(
-            (book[name] * weight_of[name] for name in active[1:]),
-            book[active[0]] * weight_of[active[0]],
-        )
-        total = total * scale
+        total: Tensor | None = None
+        for i in active:  # the weighted sum, without multiplying by weights of exactly 1
+            term = book[names[i]] if weights[i] == 1.0 else book[names[i]] * weights[i]
+            total = term if total is None else total + term
+        assert total is not None  # `active` is never empty
+        finite = torch.isfinite(total)
+        if scale != 1.0:
+            total = total * scale
         if self.amp.scaler is not None:
             total = self.amp.scaler.scale(total)
         total.backward()
-        return [
-            weight if group.selects(name) else 0.0
-            for name, weight in zip(names, weights, strict=True)
-        ]
+        if len(active) == len(names):
+            return weights, finite
+        return [weight if i in active else 0.0 for i, weight in enumerate(weights)], finite
 
     def _finish_step(self, group: OptimizerGroup, ok: Tensor | None) -> None:
         scaler = self.amp.scaler
@@ -184,9 +194,11 @@ class StepMixin(TrainerState):
         if self.grad_clip is not None:
             norm = torch.nn.utils.clip_grad_norm_(list(group_parameters(group)), self.grad_clip)
             if scaler is None:
-                ok = torch.stack([ok[0] & torch.isfinite(norm), ok[1]])
+                clipped = torch.isfinite(norm)
+                ok = ok & clipped if ok.dim() == 0 else torch.stack([ok[0] & clipped, ok[1]])
         # The one device->host read of the step; every rank reaches the same verdict.
-        finite, nonnegative = self.dist.all(ok).tolist()
+        verdict = self.dist.all(ok).tolist()
+        finite, nonnegative = (verdict, True) if isinstance(verdict, bool) else verdict
         if not (finite and nonnegative):
             self._nonfinite(negative_somewhere=not nonnegative)
             if scaler is not None:

@@ -195,6 +195,7 @@ class Trainer(StepMixin, CheckpointMixin, ReportingMixin):
         self._aux_layers: list[AuxiliaryLossModule] = []
         self._checked_weight_keys = False
         self._masks: dict[tuple[tuple[str, ...], frozenset[str]], Tensor] = {}
+        self._active: dict[tuple[int, tuple[str, ...]], tuple[int, ...]] = {}
         self._period_start = time.perf_counter()
         self._period_steps = 0
 
