@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import gc
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -90,6 +91,11 @@ def _entry(
     )
     try:
         worker(rank, world, Path(folder), *args)
+        # Tear down only once every rank is done with the group: a rank that destroys its
+        # gloo pairs while its peer still has them open makes the peer's C++ threads abort
+        # ("terminate called without an active exception", SIGABRT), seen once in CI.
+        gc.collect()  # drop DDP reducers that still hold the group before the barrier
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
