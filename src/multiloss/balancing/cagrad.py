@@ -1,0 +1,100 @@
+"""CAGrad (Liu et al., 2021): conflict-averse gradient descent.
+
+Reference: B. Liu, X. Liu, X. Jin, P. Stone and Q. Liu, "Conflict-Averse Gradient Descent for
+Multi-task Learning", NeurIPS 2021; official code: github.com/Cranial-XIX/CAGrad
+(``nyuv2/utils.py``, ``cagrad(grads, alpha, rescale=1)``; the same function in the Nash-MTL
+repository's ``methods/weight_methods.py`` with ``c = 0.4``).
+
+The update maximizes the worst per-loss improvement within a ball around the mean gradient
+``g0``: ``max_d min_i g_i . d  s.t.  ||d - g0|| <= c ||g0||``. Its dual is a problem over the
+simplex, ``min_w  g_w . g0 + c ||g0|| ||g_w||`` with ``g_w = J^T w``, and the update is
+``d = g0 + (c ||g0|| / ||g_w||) g_w``. As in the official code the result is divided by
+``1 + c^2`` (``rescale=1``) and multiplied by T "to match the sum loss", so ``c = 0`` gives Sum.
+The official code solves the dual with scipy's SLSQP; here it is solved exactly by an
+active-set Newton method on the Gram matrix (``_qp.py``), without any external solver.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from multiloss.balancing._linalg import check_gram, normalize_gram, single_thread
+from multiloss.balancing._qp import minimize_active_set
+
+__all__ = ["RESCALE", "cagrad_weights"]
+
+#: ``rescale`` options: divide the update by ``1 + c^2`` (official default), by ``1 + c``, or not.
+RESCALE = ("quadratic", "linear", "none")
+
+# Smoothing inside the square root (the official code adds 1e-8 to an unnormalized Gram
+# matrix; ours has trace 1, so a smaller value plays the same role).
+_SMOOTH = 1e-16
+
+
+def cagrad_weights(gram: Tensor, c: float = 0.4, rescale: str = "quadratic") -> Tensor:
+    """Per-loss weights of CAGrad from the Gram matrix of the loss gradients.
+
+    Args:
+        gram: ``G = J J^T``, shape (T, T).
+        c: Radius of the ball around the mean gradient, relative to its norm (``c >= 0``).
+        rescale: One of :data:`RESCALE`.
+
+    Returns:
+        ``w`` (T,) such that the CAGrad update (times T, as in the official code) is ``J^T w``.
+
+    Example:
+        >>> import torch
+        >>> g = torch.tensor([[1.0, 0.0], [-0.5, 1.0]])
+        >>> w = cagrad_weights(g @ g.T, c=0.0)  # c = 0: plain sum of the gradients
+        >>> torch.allclose(w, torch.ones(2))
+        True
+    """
+    check_gram(gram, "CAGrad")
+    with single_thread(gram.device):
+        t = gram.shape[0]
+        work, _ = normalize_gram(gram)
+        b = work.mean(dim=1)  # G 1 / T: g_i . g0
+        g0_norm = work.mean().clamp(min=0).sqrt()  # ||g0||, since ||g0||^2 = 1^T G 1 / T^2
+        radius = c * g0_norm
+        if c == 0:  # the objective is linear in w and the correction term vanishes
+            return (torch.ones(t, dtype=work.dtype, device=work.device)).to(gram.dtype)
+        w = _solve(work, b, radius)
+        gw_norm = (w @ work @ w).clamp(min=0).sqrt()
+        # ||g_w|| = 0 means the mean gradient's ball already touches a Pareto-stationary point;
+        # the direction of g_w is then undefined and the correction term is dropped.
+        usable = gw_norm > 1e-12
+        lam = torch.where(usable, radius / torch.where(usable, gw_norm, 1), 0)
+        weights = 1.0 + t * lam * w
+        divisor = {"quadratic": 1.0 + c * c, "linear": 1.0 + c, "none": 1.0}[rescale]
+        return (weights / divisor).to(gram.dtype)
+
+
+def _solve(work: Tensor, b: Tensor, radius: Tensor) -> Tensor:
+    """``argmin_{w in simplex}  b . w + radius * sqrt(w^T G w)``, from the uniform start."""
+    t = work.shape[0]
+    start = torch.full((1, t), 1.0 / t, dtype=work.dtype, device=work.device)
+
+    def value(v: Tensor) -> Tensor:
+        quad = ((v @ work) * v).sum(dim=-1)
+        return v @ b + radius * (quad + _SMOOTH).sqrt()
+
+    def grad_hess(v: Tensor) -> tuple[Tensor, Tensor]:
+        gv = v @ work  # (1, T)
+        s = (((gv * v).sum(dim=-1)) + _SMOOTH).sqrt()[:, None]  # (1, 1)
+        grad = b[None, :] + radius * gv / s
+        outer = gv[:, :, None] * gv[:, None, :]
+        hess = radius * (work[None] / s[:, :, None] - outer / (s**3)[:, :, None])
+        return grad, hess
+
+    w, _ = minimize_active_set(
+        grad_hess,
+        start,
+        torch.zeros_like(start),
+        fixed=torch.zeros_like(start, dtype=torch.bool),
+        simplex=True,
+        value=value,
+        max_iter=8 * t + 16,
+        tol=1e-12,
+    )
+    return w[0]

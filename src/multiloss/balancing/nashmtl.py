@@ -1,0 +1,92 @@
+"""Nash-MTL (Navon et al., 2022): the Nash bargaining solution between the losses.
+
+Reference: A. Navon, A. Shamsian, I. Achituve, H. Maron, K. Kawaguchi, G. Chechik and
+E. Fetaya, "Multi-Task Learning as a Bargaining Game", ICML 2022; official code:
+github.com/AvivNavon/nash-mtl ``methods/weight_methods.py`` (``NashMTL``: ``max_norm=1.0``,
+``update_weights_every=1``, ``optim_niter=20``, Gram matrix divided by its Frobenius norm,
+weights warm-started from the previous step, shared gradient clipped to norm ``max_norm``).
+
+The weights ``alpha > 0`` solve ``G alpha = 1 / alpha`` (elementwise). The official code
+approaches that with up to 20 rounds of a convex-concave procedure, each a cvxpy/ECOS solve.
+Here the same equation is solved without any external solver: it is the stationarity condition
+of the strictly convex, self-concordant function ``f(alpha) = alpha^T G alpha / 2 -
+sum(log alpha)``, minimized by damped Newton steps ``alpha += d / (1 + lambda)`` (``lambda``
+the Newton decrement), which keep ``alpha > 0`` without a line search and converge
+quadratically once ``lambda < 1/4`` (Nesterov, *Lectures on Convex Optimization*, Sec. 5.2).
+A ridge of ``1e-8`` (relative) keeps the problem solvable when the gradients are linearly
+dependent with a positive combination summing to zero (then no bargaining solution exists and
+the official solver fails and keeps its previous weights).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from multiloss.balancing._linalg import can_read, check_gram, single_thread, solver_dtype
+
+__all__ = ["nash_weights"]
+
+_RIDGE = 1e-8
+
+
+def nash_weights(
+    gram: Tensor,
+    start: Tensor | None = None,
+    *,
+    max_iter: int = 20,
+    tol: float = 1e-9,
+) -> tuple[Tensor, Tensor]:
+    """Solve ``K alpha = 1 / alpha`` for ``K = G / ||G||_F`` (the official normalization).
+
+    Args:
+        gram: ``G = J J^T``, shape (T, T).
+        start: Warm start (T,), e.g. the previous step's solution; default ones (official).
+            Non-finite or non-positive entries are replaced by 1.
+        max_iter: Newton iteration budget (20, as the official ``optim_niter``).
+        tol: Stop once half the squared Newton decrement is below this (the gap to the optimal
+            value of ``f``).
+
+    Returns:
+        ``(alpha, iterations)``: weights (T,) for the normalized Gram matrix, in the dtype of
+        ``gram`` (the update before clipping is ``J^T alpha``), and the Newton iterations used.
+
+    Example:
+        >>> import torch
+        >>> g = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+        >>> gram = g @ g.T
+        >>> alpha, _ = nash_weights(gram)
+        >>> alpha  # orthogonal gradients: alpha_i = 1 / sqrt(K_ii), K = G / ||G||_F
+        tensor([2.0305, 1.0153])
+        >>> (gram @ alpha) * alpha / torch.linalg.matrix_norm(gram)  # K alpha = 1 / alpha
+        tensor([1.0000, 1.0000])
+    """
+    check_gram(gram, "NashMTL")
+    with single_thread(gram.device):
+        t = gram.shape[0]
+        dtype = solver_dtype(gram.device)
+        work = gram.to(dtype)
+        work = 0.5 * (work + work.mT)
+        norm = torch.linalg.matrix_norm(work)
+        work = work / torch.where(norm > 0, norm, torch.ones_like(norm))
+        eye = torch.eye(t, dtype=dtype, device=gram.device)
+        work = work + _RIDGE * eye
+        alpha = torch.ones(t, dtype=dtype, device=gram.device)
+        if start is not None:
+            start = start.to(alpha)
+            alpha = torch.where(torch.isfinite(start) & (start > 0), start, alpha)
+        iterations = torch.zeros((), dtype=torch.long, device=gram.device)
+        readable = can_read(gram)
+        for _ in range(max_iter):
+            grad = work @ alpha - 1.0 / alpha
+            hess = work + torch.diag(1.0 / (alpha * alpha))
+            step, _ = torch.linalg.solve_ex(hess, -grad)
+            decrement = (-(grad @ step)).clamp(min=0).sqrt()
+            going = 0.5 * decrement * decrement > tol
+            iterations = iterations + going.long()
+            # Full steps inside the quadratic-convergence region, damped ones outside it.
+            damping = torch.where(decrement < 0.25, 1.0, 1.0 / (1.0 + decrement))
+            alpha = torch.where(going, alpha + damping * step, alpha)
+            if readable and not bool(going):
+                break
+        return alpha.to(gram.dtype), iterations

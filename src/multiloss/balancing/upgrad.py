@@ -1,0 +1,71 @@
+"""UPGrad (Quinton & Rey, 2024): project each gradient onto the dual cone, then average.
+
+Reference: P. Quinton and V. Rey, "Jacobian Descent for Multi-Objective Optimization",
+arXiv:2406.16232 (2024); official code: torchjd ``aggregation/_upgrad.py`` (UPGrad with its
+default mean preference vector).
+
+Each loss gradient ``g_i`` is replaced by its Euclidean projection onto the dual cone of all
+gradients, ``{x : g_j . x >= 0 for every j}``, and the update is the mean of the projections.
+By Proposition 1 of the paper the projection of ``J^T u`` is ``J^T v`` where ``v`` solves the
+small quadratic program ``min_v v^T G v  s.t.  v >= u`` on the Gram matrix ``G = J J^T``; with
+``u = e_i / T`` for each loss, the update is ``J^T (sum_i v_i)``. The result never conflicts
+with any loss (``g_j . update >= 0`` for every ``j``) and equals the mean gradient whenever no
+two gradients conflict.
+
+Differences from torchjd: torchjd normalizes the Gram matrix and then adds ``1e-4 * I`` to it
+before calling quadprog, which perturbs the projection by about 1e-4 relative; here the QP is
+solved exactly (active set, float64, ridge 1e-12 relative) so the non-conflict property holds to
+rounding, and nothing is read back to the host on accelerators.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from multiloss.balancing._linalg import check_gram, normalize_gram, single_thread
+from multiloss.balancing._qp import minimize_active_set
+
+__all__ = ["upgrad_weights"]
+
+
+def upgrad_weights(gram: Tensor, preference: Tensor | None = None) -> Tensor:
+    """Per-loss weights of UPGrad from the Gram matrix of the loss gradients.
+
+    Args:
+        gram: ``G = J J^T``, shape (T, T), of the per-loss gradients ``J`` (T, P).
+        preference: Weights used to combine the projected gradients, shape (T,); default
+            ``1/T`` each (the mean, as in the paper and torchjd).
+
+    Returns:
+        ``w`` (T,), in the dtype of ``gram``, such that the UPGrad update is ``J^T w``.
+
+    Example:
+        >>> import torch
+        >>> g = torch.tensor([[1.0, 0.0], [-1.0, 1.0]])  # two conflicting gradients
+        >>> w = upgrad_weights(g @ g.T)
+        >>> update = w @ g
+        >>> bool((g @ update >= -1e-6).all())  # conflicts with neither
+        True
+    """
+    check_gram(gram, "UPGrad")
+    with single_thread(gram.device):
+        t = gram.shape[0]
+        work, _ = normalize_gram(gram)
+        if preference is None:
+            preference = torch.full((t,), 1.0 / t, dtype=work.dtype, device=work.device)
+        lower = torch.diag(preference.to(work))  # row i: u = preference_i * e_i
+        batch = work.expand(t, t, t)
+
+        def grad_hess(v: Tensor) -> tuple[Tensor, Tensor]:
+            return 2 * v @ work, 2 * batch
+
+        solution, _ = minimize_active_set(
+            grad_hess,
+            lower.clone(),
+            lower,
+            fixed=torch.ones(t, t, dtype=torch.bool, device=work.device),
+            simplex=False,
+            max_iter=4 * t + 4,
+        )
+        return solution.sum(dim=0).to(gram.dtype)
