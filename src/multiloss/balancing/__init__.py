@@ -1,0 +1,38 @@
+"""Balancing several losses: weights, schedules, normalization and gradient-level methods.
+
+Every balancer is a :class:`Balancer` (an ``nn.Module``). Use one with the trainer
+(``Trainer(..., balancer=Uncertainty())``) or on its own::
+
+    weights = balancer.backward(losses, shared=params)   # fills .grad, returns the weights
+
+Balancers compose: ``Scheduled(Uncertainty(), warmup=1000)``, ``Normalize(PCGrad())``.
+"""
+
+from multiloss.balancing._jacobian import Jacobian, per_loss_gradients
+from multiloss.balancing._plan import Level, Plan
+from multiloss.balancing.base import Balancer
+from multiloss.balancing.context import BalanceContext
+from multiloss.balancing.diagnostics import gradient_diagnostics
+from multiloss.balancing.gradient import GradientBalancer
+from multiloss.balancing.shared import GraphInfo, discover
+from multiloss.balancing.static import Static
+from multiloss.balancing.sum import Sum
+from multiloss.balancing.weighting import LossWeighting
+from multiloss.balancing.wrapper import Wrapper
+
+__all__ = [
+    "BalanceContext",
+    "Balancer",
+    "GradientBalancer",
+    "GraphInfo",
+    "Jacobian",
+    "Level",
+    "LossWeighting",
+    "Plan",
+    "Static",
+    "Sum",
+    "Wrapper",
+    "discover",
+    "gradient_diagnostics",
+    "per_loss_gradients",
+]

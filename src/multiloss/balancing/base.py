@@ -1,0 +1,510 @@
+"""The ``Balancer`` contract: named losses in, gradients out.
+
+A balancer is an ``nn.Module`` (learned weights and running statistics are parameters and
+buffers, so they round-trip through ``state_dict`` and the trainer's checkpoints). The trainer
+calls :meth:`Balancer.apply` once per micro-batch and :meth:`Balancer.after_optimizer_step` after
+each optimizer step (``docs/contracts.md`` section 3); outside the trainer one call does it all::
+
+    weights = balancer.backward(losses, shared=params)   # fills .grad, returns the weights
+
+**Writing a method.** Subclass one of the three families and implement one method:
+
+* :class:`~multiloss.balancing.LossWeighting` (``weighting.py``): ``factors(ctx) -> (T,)``
+  multipliers of the fixed weights; one ordinary backward pass, no per-loss gradients.
+* :class:`~multiloss.balancing.GradientBalancer` (``gradient.py``): ``weigh(gramian, ctx) ->
+  (T,)`` coefficients of the per-loss gradients, or ``combine(jacobian, ctx)`` for the general
+  case. The base computes the per-loss gradients (one batched backward pass), writes the shared
+  update, and gives task-specific parameters their ordinary gradient.
+* :class:`~multiloss.balancing.Wrapper` (``wrapper.py``): transform the context (rescale losses,
+  reweigh them) and delegate to an inner balancer, like an optax combinator.
+
+Every family ends in :meth:`Balancer.plan`, which returns a :class:`Plan` and writes nothing:
+the base class executes plans (``_execute.py``), so wrappers compose with any method, and a
+method never touches ``.grad``, ``scale`` or the fixed losses itself.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import warnings
+from abc import abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from multiloss._validation import check_finite_float, check_int, check_loss_tensor, describe
+from multiloss.balancing._checks import DeferredChecks
+from multiloss.balancing._execute import execute
+from multiloss.balancing._jacobian import _stack
+from multiloss.balancing._plan import Level, Plan
+from multiloss.balancing.context import BalanceContext, _Session
+
+__all__ = ["BalanceContext", "Balancer", "Level", "Plan"]
+
+_GLOB = frozenset("*?[")
+
+
+def _parse_balance(balance: str | Iterable[str] | None, owner: str) -> tuple[str, ...] | None:
+    if balance is None:
+        return None
+    items = [balance] if isinstance(balance, str) else list(balance)
+    if not items:
+        raise ValueError(
+            f"`balance` of {owner} is empty; list the loss names (or glob patterns such as "
+            "'task/*') to balance, or pass None to balance every loss"
+        )
+    for item in items:
+        if not isinstance(item, str) or not item.strip():
+            raise TypeError(
+                f"each entry of `balance` of {owner} must be a non-empty loss name or pattern; "
+                f"got {describe(item)}"
+            )
+    return tuple(dict.fromkeys(items))
+
+
+def _to_device(values: Sequence[float], device: torch.device) -> Tensor:
+    """A small float32 vector on ``device`` without a blocking host-to-device copy."""
+    cpu = torch.tensor(values, dtype=torch.float32)
+    if device.type == "cpu":
+        return cpu
+    if device.type == "cuda":
+        cpu = cpu.pin_memory()
+    return cpu.to(device, non_blocking=True)
+
+
+class Balancer(nn.Module):
+    """Base class of every balancing method (see the module docstring for how to write one).
+
+    Args:
+        balance: The losses this balancer balances: names or glob patterns (``"task/*"``). The
+            other losses are added to the update at their fixed weights, with their ordinary
+            gradient (auxiliary regularizers, MoE balance terms). Default: every loss.
+
+    Learnable parameters (Uncertainty's log-variances, GradNorm's weights) get their gradient in
+    ``.grad`` like any parameter and must be stepped by an optimizer: pass
+    ``balancer.parameter_group()`` to ``optimizer.add_param_group`` (the trainer does), or list
+    ``balancer.parameters()`` in your optimizer. A warning says so when they are never stepped.
+    """
+
+    #: The method needs every balanced loss to stay at or above a lower bound (logarithms,
+    #: ratios); a loss below it stops training with a clear error.
+    requires_positive_losses: ClassVar[bool] = False
+    #: The method keeps state per balanced loss (buffers of length T): the balanced losses must
+    #: then be the same at every call. The state is created at the first call, or at
+    #: construction when ``balance=`` lists exact names (so an optimizer can be built first).
+    per_loss_state: ClassVar[bool] = False
+
+    def __init__(self, *, balance: str | Iterable[str] | None = None) -> None:
+        super().__init__()
+        self.balance = _parse_balance(balance, type(self).__name__)
+        #: Learning rate of this balancer's own parameters in ``parameter_group()``
+        #: (None: the optimizer's default).
+        self.parameter_lr: float | None = None
+        self._names: tuple[str, ...] | None = None
+        self._engine: dict[str, bool] = {"batched": True}
+        self._checks = DeferredChecks()
+        self._last_diagnostics: dict[str, Tensor] = {}
+        self._pending_step = False
+        self._steps_taken = 0
+        self._checked_once = False
+        self._selection: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]] | None = None
+        self._weight_cache: tuple[tuple[float, ...], torch.device, Tensor] | None = None
+        self._versions: dict[int, int] = {}
+        self._stale_steps = 0
+        self._warned_stale = False
+
+    # -- what a method implements ----------------------------------------------------------
+    @abstractmethod
+    def plan(self, ctx: BalanceContext) -> Plan:
+        """Decide this call's update (see :class:`Plan`); must not write any gradient."""
+
+    def setup_state(self, names: tuple[str, ...], device: torch.device) -> None:
+        """Create the per-loss parameters and buffers (``per_loss_state`` methods)."""
+
+    def on_optimizer_step(self) -> None:
+        """Called after each optimizer step taken (commit per-step statistics here)."""
+
+    def state_diagnostics(self) -> dict[str, Tensor | float]:
+        """Method state for the logs, keys like ``"log_var/<loss>"`` (prefixed for you)."""
+        return {}
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The settings shown by ``repr``."""
+        return {}
+
+    def setup_known_names(self) -> None:
+        """Create the per-loss state now if ``balance=`` lists exact names; subclasses with
+        ``per_loss_state`` call this at the end of ``__init__``."""
+        if (
+            self.per_loss_state
+            and self.balance
+            and not any(set(item) & _GLOB for item in self.balance)
+        ):
+            self._ensure_state(tuple(sorted(self.balance)), torch.device("cpu"))
+
+    # -- the trainer's contract ------------------------------------------------------------
+    def apply(  # type: ignore[override]  # nn.Module.apply(fn) is still served, see below
+        self,
+        losses: Mapping[str, Tensor],
+        weights: Mapping[str, float] | None = None,
+        *,
+        step: int,
+        scale: float | Tensor = 1.0,
+        shared: Sequence[Tensor] | None = None,
+        representation: Tensor | None = None,
+        diagnostics: bool = False,
+    ) -> dict[str, Tensor | float]:
+        """Add this micro-batch's gradients to ``.grad`` and return the weights used.
+
+        Args:
+            losses: Raw (unweighted) scalar losses by name, with their graph.
+            weights: Fixed weights by name (default 1.0; negative maximizes).
+            step: Optimizer steps taken so far.
+            scale: Multiplies every gradient (``1/accumulation`` times the AMP loss scale).
+            shared: The shared parameters (default: those reached by two or more balanced
+                losses, found by walking the graph when the method needs them).
+            representation: The shared feature tensor, for representation-level methods.
+            diagnostics: Also compute the ``grad/...`` diagnostics (one batched Jacobian).
+
+        Returns:
+            Loss name -> effective weight (0-dim tensor for balanced losses, float for fixed).
+            Nothing here waits for the device.
+        """
+        if callable(losses) and not isinstance(losses, Mapping):
+            return nn.Module.apply(self, losses)  # model.apply(init_fn) reaching a balancer
+        step = check_int(step, f"`step` of {type(self).__name__}.apply", min_value=0)
+        balanced, fixed, all_names = self._select(losses)
+        given = dict(weights or {})
+        if given and not set(given) <= set(all_names):
+            unknown = sorted(set(given) - set(all_names))
+            raise ValueError(
+                f"`weights` of {type(self).__name__}.apply names losses that are not there: "
+                f"{unknown}; the losses are {sorted(all_names)}"
+            )
+        tensors = {name: check_loss_tensor(losses[name], name) for name in all_names}
+        device = tensors[balanced[0]].device
+        fixed_weights = tuple(self._weight(given, name) for name in fixed)
+        session = _Session(
+            owner=type(self).__name__,
+            names=balanced,
+            losses=tuple(tensors[name] for name in balanced),
+            fixed_names=fixed,
+            fixed_losses=tuple(tensors[name] for name in fixed),
+            fixed_weights=fixed_weights,
+            scale=scale,
+            shared=shared,
+            representation=representation,
+            diagnostics=bool(diagnostics),
+            engine=self._engine,
+        )
+        ctx = BalanceContext(
+            session,
+            step=step,
+            weights=self._weights_vector(tuple(self._weight(given, n) for n in balanced), device),
+            loss_scales=torch.ones(len(balanced), dtype=torch.float32, device=device),
+            values=_stack(session.losses).detach().to(torch.float32),
+        )
+        plan = self.plan_for(ctx)
+        own = [p for p in self.parameters() if p.requires_grad]
+        found = execute(session, plan, own, retain_graph=False)
+        if diagnostics:
+            self._last_diagnostics = found
+        self._pending_step = True
+        if not self._checked_once:
+            self._checked_once = True
+            self.check()  # one sync on the first call: bad input fails at step 0, not later
+        used: dict[str, Tensor | float] = dict(
+            zip(balanced, plan.weights_to_report().detach().unbind(), strict=True)
+        )
+        used.update(zip(fixed, fixed_weights, strict=True))
+        return used
+
+    def after_optimizer_step(self) -> None:
+        """Tell the balancer an optimizer step was taken (not for skipped steps)."""
+        self._pending_step = False
+        self._steps_taken += 1
+        self._watch_parameters()
+        for module in self.children():
+            if isinstance(module, Balancer):
+                module.after_optimizer_step()
+        self.on_optimizer_step()
+        self._versions = {id(p): p._version for p in self.parameters(recurse=False)}
+
+    def diagnostics(self) -> dict[str, float | Tensor]:
+        """``grad/...`` of the last call that computed them, and ``balance/...`` method state."""
+        self.check()
+        out: dict[str, float | Tensor] = dict(self._last_diagnostics)
+        for module in self.modules():
+            if isinstance(module, Balancer):
+                prefix = f"balance/{type(module).__name__.lower()}/"
+                for key, value in module.state_diagnostics().items():
+                    out[prefix + key] = value.detach() if isinstance(value, Tensor) else value
+        return out
+
+    # -- one-call use ----------------------------------------------------------------------
+    def backward(
+        self,
+        losses: Mapping[str, Tensor],
+        *,
+        weights: Mapping[str, float] | None = None,
+        shared: Sequence[Tensor] | None = None,
+        representation: Tensor | None = None,
+        step: int | None = None,
+        scale: float | Tensor = 1.0,
+        diagnostics: bool = False,
+    ) -> dict[str, float]:
+        """Fill ``.grad`` of every parameter the losses reach; return the weights as floats.
+
+        Each call counts as one optimizer step: if :meth:`after_optimizer_step` was not called
+        since the previous call, it is called now. With gradient accumulation call
+        :meth:`apply` and :meth:`after_optimizer_step` yourself. ``weights`` and
+        ``representation`` default to those of a ``NamedLosses`` or ``LossBook``; ``step`` to
+        the number of steps taken. This reads the weights back, so it waits for the device.
+
+        Example:
+            >>> import torch
+            >>> from multiloss.balancing import Sum
+            >>> w = torch.nn.Parameter(torch.tensor(1.0))
+            >>> Sum().backward({"a": 2 * w, "b": 3 * w}, weights={"b": -1.0})
+            {'a': 1.0, 'b': -1.0}
+            >>> w.grad
+            tensor(-1.)
+        """
+        if self._pending_step:
+            self.after_optimizer_step()
+        if weights is None:
+            weights = getattr(losses, "weights", None)
+        if representation is None:
+            representation = getattr(losses, "representation", None)
+        used = self.apply(
+            losses,
+            weights,
+            step=self._steps_taken if step is None else step,
+            scale=scale,
+            shared=shared,
+            representation=representation,
+            diagnostics=diagnostics,
+        )
+        self.check()
+        return {name: float(value) for name, value in used.items()}
+
+    def parameter_group(self) -> dict[str, Any] | None:
+        """An optimizer parameter group for this balancer's learnable parameters, or None.
+
+        No weight decay (it would bias log-variances towards 1), and ``parameter_lr`` if set.
+        """
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            return None
+        group: dict[str, Any] = {"params": params, "weight_decay": 0.0}
+        if self.parameter_lr is not None:
+            group["lr"] = self.parameter_lr
+        return group
+
+    def check(self) -> None:
+        """Raise any failure found on the device since the last check (one device sync)."""
+        for module in self.modules():
+            if isinstance(module, Balancer):
+                module._checks.run()
+
+    # -- helpers for methods ---------------------------------------------------------------
+    def plan_for(self, ctx: BalanceContext) -> Plan:
+        """Set up per-loss state, call :meth:`plan`, check the result (wrappers call this on
+        their inner balancer instead of ``plan``)."""
+        self._ensure_state(ctx.names, ctx.device)
+        plan = self.plan(ctx)
+        vectors = [plan.loss_weights, plan.weights_to_report()]
+        if isinstance(plan.shared_update, Tensor):
+            vectors.append(plan.shared_update)
+        for vector in vectors:
+            if vector.shape != (ctx.num_losses,):
+                raise RuntimeError(
+                    f"{type(self).__name__}.plan returned weights of shape {tuple(vector.shape)}; "
+                    f"expected ({ctx.num_losses},), one per balanced loss"
+                )
+        bad = ~torch.isfinite(torch.cat([v.detach().float() for v in vectors])).all()
+        self._checks.add(
+            "nonfinite",
+            bad,
+            lambda: (
+                f"{type(self).__name__} produced non-finite weights at step {ctx.step} for "
+                f"losses {list(ctx.names)}: {plan.weights_to_report().tolist()}; loss values "
+                f"{ctx.values.tolist()}; its state: {self.describe_state()}"
+            ),
+            RuntimeError,
+        )
+        return plan
+
+    def require_at_least(self, ctx: BalanceContext, bounds: Tensor | float, why: str) -> None:
+        """Stop (now on CPU, at the next check elsewhere) if a balanced loss is below ``bounds``."""
+        below = ctx.values < bounds
+
+        def message() -> str:
+            limits = bounds.tolist() if isinstance(bounds, Tensor) else [bounds] * len(ctx.names)
+            bad = [
+                f"{name!r} = {value:.6g} (bound {limit:.6g})"
+                for name, value, limit, low in zip(
+                    ctx.names, ctx.values.tolist(), limits, below.tolist(), strict=True
+                )
+                if low
+            ]
+            return (
+                f"{type(self).__name__} needs every balanced loss to stay at or above its lower "
+                f"bound ({why}); at step {ctx.step}: {', '.join(bad)}. Pass `lower_bound=` with "
+                "a value the loss can never go below, or leave the loss out of `balance=`"
+            )
+
+        self._checks.add("below_bound", below.any(), message)
+
+    def describe_state(self) -> str:
+        """Parameters, buffers and names, as text for error messages (reads the device)."""
+        parts = [f"losses={list(self._names) if self._names else None}"]
+        for name, tensor in list(self.named_parameters()) + list(self.named_buffers()):
+            parts.append(f"{name}={tensor.detach().cpu().tolist()}")
+        return ", ".join(parts)
+
+    # -- internals -------------------------------------------------------------------------
+    def _weight(self, given: Mapping[str, float], name: str) -> float:
+        value = given.get(name, 1.0)
+        if type(value) is float and math.isfinite(value):  # the common case, checked cheaply
+            return value
+        return check_finite_float(value, f"`weight` for loss {name!r}")
+
+    def _weights_vector(self, values: tuple[float, ...], device: torch.device) -> Tensor:
+        cached = self._weight_cache
+        if cached is not None and cached[0] == values and cached[1] == device:
+            return cached[2]
+        vector = _to_device(values, device)
+        self._weight_cache = (values, device, vector)
+        return vector
+
+    def _select(
+        self, losses: Mapping[str, Tensor]
+    ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+        if not isinstance(losses, Mapping):
+            raise TypeError(
+                f"`losses` of {type(self).__name__}.apply must be a mapping of name -> scalar "
+                f"tensor; got {describe(losses)}"
+            )
+        key = tuple(losses)
+        if self._selection is not None and self._selection[2] == key:
+            return self._selection
+        if not key:
+            raise ValueError(f"{type(self).__name__} got no losses to balance (an empty mapping)")
+        names = sorted(key)
+        if self.balance is None:
+            balanced = names
+        else:
+            chosen: set[str] = set()
+            for item in self.balance:
+                matched = (
+                    fnmatch.filter(names, item)
+                    if set(item) & _GLOB
+                    else [n for n in names if n == item]
+                )
+                if not matched:
+                    raise ValueError(
+                        f"`balance` of {type(self).__name__} names {item!r} but no loss matches "
+                        f"it; the losses are {names}"
+                    )
+                chosen.update(matched)
+            balanced = [n for n in names if n in chosen]
+        fixed = [n for n in names if n not in set(balanced)]
+        self._selection = (tuple(balanced), tuple(fixed), key)
+        return self._selection
+
+    def _ensure_state(self, names: tuple[str, ...], device: torch.device) -> None:
+        if not self.per_loss_state:
+            return
+        if self._names is None:
+            self._names = names
+            self.setup_state(names, device)
+            return
+        if self._names != names:
+            raise ValueError(
+                f"{type(self).__name__} keeps per-loss state for the losses {list(self._names)} "
+                f"but this call balances {list(names)}; a stateful balancer needs the same "
+                "balanced losses at every step: choose them with `balance=`"
+            )
+        here = next(iter(self.buffers(recurse=False)), None)
+        if here is None:
+            here = next(iter(self.parameters(recurse=False)), None)
+        if here is not None and here.device != device:
+            self.to(device)  # state built on the CPU before the model moved (same Parameters)
+
+    def _watch_parameters(self) -> None:
+        """Warn when our parameters collect gradients but no optimizer ever steps them."""
+        own = [p for p in self.parameters(recurse=False) if p.grad is not None]
+        if not own or self._warned_stale:
+            return
+        if all(self._versions.get(id(p)) == p._version for p in own):
+            self._stale_steps += 1
+        else:
+            self._stale_steps = 0
+        if self._stale_steps >= 3:
+            self._warned_stale = True
+            warnings.warn(
+                f"the parameters of {type(self).__name__} receive gradients but no optimizer "
+                "updates them: add balancer.parameter_group() to your optimizer "
+                "(optimizer.add_param_group(...)), or list balancer.parameters() in it",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    # -- state_dict ------------------------------------------------------------------------
+    def get_extra_state(self) -> dict[str, Any]:
+        return {
+            "names": None if self._names is None else list(self._names),
+            "steps": self._steps_taken,
+        }
+
+    def set_extra_state(self, state: Any) -> None:
+        if not isinstance(state, dict):
+            raise TypeError(
+                f"extra state of {type(self).__name__} must be a dict; got {describe(state)}"
+            )
+        names = state.get("names")
+        self._steps_taken = int(state.get("steps", 0))
+        if names is not None:
+            self._ensure_state(tuple(names), self._state_device())
+
+    def _state_device(self) -> torch.device:
+        tensor = next(iter(self.buffers(recurse=False)), None)
+        if tensor is None:
+            tensor = next(iter(self.parameters(recurse=False)), None)
+        return torch.device("cpu") if tensor is None else tensor.device
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        # Per-loss state is created lazily; create it before torch copies the saved values in.
+        extra = state_dict.get(prefix + "_extra_state")
+        if isinstance(extra, dict) and extra.get("names") is not None and self._names is None:
+            device = next(
+                (
+                    v.device
+                    for k, v in state_dict.items()
+                    if k.startswith(prefix) and isinstance(v, Tensor)
+                ),
+                torch.device("cpu"),
+            )
+            self._ensure_state(tuple(extra["names"]), device)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+    def extra_repr(self) -> str:
+        fields = dict(self.hyperparameters())
+        if self.balance is not None:
+            fields["balance"] = list(self.balance)
+        return ", ".join(f"{key}={value!r}" for key, value in fields.items())

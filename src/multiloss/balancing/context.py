@@ -1,0 +1,290 @@
+"""``BalanceContext``: what a balancing method sees in one call.
+
+The trainer (or ``Balancer.backward``) hands a balancer the named losses of a step; the base
+class selects the balanced ones, orders them by name, and builds a context. The context gives a
+method the loss values and weights as ``(T,)`` tensors and, on demand, the per-loss gradients
+(computed once per call however many wrappers ask for them; the per-loss gradients are always
+taken of the *raw* losses and rescaled lazily for each wrapper's view).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from multiloss.balancing._jacobian import Jacobian, per_loss_gradients
+from multiloss.balancing._plan import Level, Plan
+from multiloss.balancing.shared import GraphInfo, discover
+
+__all__ = ["BalanceContext"]
+
+
+class _Session:
+    """The state of one ``apply`` call, shared by the contexts of every wrapper level."""
+
+    def __init__(
+        self,
+        *,
+        owner: str,
+        names: tuple[str, ...],
+        losses: tuple[Tensor, ...],
+        fixed_names: tuple[str, ...],
+        fixed_losses: tuple[Tensor, ...],
+        fixed_weights: tuple[float, ...],
+        scale: float | Tensor,
+        shared: Sequence[Tensor] | None,
+        representation: Tensor | None,
+        diagnostics: bool,
+        engine: dict[str, bool],
+    ) -> None:
+        self.owner = owner
+        self.names = names
+        self.losses = losses
+        self.fixed_names = fixed_names
+        self.fixed_losses = fixed_losses
+        self.fixed_weights = fixed_weights
+        self.scale = scale
+        self.given_shared = None if shared is None else tuple(shared)
+        self.representation = representation
+        self.diagnostics = diagnostics
+        self.engine = engine  # {"batched": bool}: remembered by the balancer across calls
+        self._graph: GraphInfo | None = None
+        self._jacobians: dict[str, tuple[Jacobian, list[float]]] = {}
+        self.parameter_tensors: tuple[Tensor, ...] = ()  # columns of the parameter Jacobian
+        self.fixed_row_names: list[str] = []  # fixed losses with their own Jacobian row
+
+    # -- graph ------------------------------------------------------------------------------------
+    def graph(self) -> GraphInfo:
+        if self._graph is None:
+            self._graph = discover(self.losses + self.fixed_losses, len(self.losses))
+        return self._graph
+
+    def shared(self) -> tuple[Tensor, ...]:
+        """The shared parameters: given, or reached by at least two balanced losses."""
+        graph = self.graph()
+        shared = graph.shared if self.given_shared is None else self.given_shared
+        if len(self.losses) < 2:
+            return shared
+        if not shared:
+            raise ValueError(
+                f"{self.owner} found no shared parameter: no parameter is reached by more than "
+                f"one of the balanced losses {list(self.names)}. Balance only losses computed "
+                "from a common trunk, or pass `shared=` explicitly"
+            )
+        for index, name in enumerate(self.names):
+            if not graph.root_reaches(index, shared):
+                raise ValueError(
+                    f"balanced loss {name!r} does not reach any shared parameter of {self.owner} "
+                    f"({len(shared)} shared tensors); its gradient cannot be balanced against "
+                    "the others. Leave it out of `balance=` (it is then added with its fixed "
+                    "weight), or check that it is computed from the shared trunk"
+                )
+        return shared
+
+    def diagnostic_tensors(self) -> tuple[Tensor, ...]:
+        """Shared parameters for diagnostics: never raises; with one loss, all it reaches."""
+        graph = self.graph()
+        if self.given_shared is not None:
+            return self.given_shared
+        return graph.shared or graph.reached_by()
+
+    def others(self) -> tuple[Tensor, ...]:
+        """Every leaf reached by a loss that is not a shared parameter."""
+        shared = {id(tensor) for tensor in self.shared()}
+        return tuple(t for t in self.graph().reached_by() if id(t) not in shared)
+
+    # -- gradients --------------------------------------------------------------------------------
+    def _gradients(self, outputs: Sequence[Tensor], inputs: Sequence[Tensor]) -> Jacobian:
+        blocks, batched = per_loss_gradients(
+            outputs,
+            inputs,
+            retain_graph=True,
+            grad_scale=self.scale,
+            batched=self.engine.get("batched", True),
+        )
+        self.engine["batched"] = batched
+        jacobian = Jacobian(blocks)
+        if isinstance(self.scale, float) and self.scale == 1.0:
+            return jacobian
+        ones = torch.ones(jacobian.rows, dtype=torch.float32, device=jacobian.factors.device)
+        return jacobian.scaled(ones / self.scale)
+
+    def fixed_rows(
+        self, tensors: Sequence[Tensor], individual: bool
+    ) -> tuple[list[Tensor], list[float]]:
+        """The fixed losses that reach ``tensors``: one row each, or one summed row."""
+        graph = self.graph()
+        offset = len(self.losses)
+        reaching = [
+            k for k in range(len(self.fixed_losses)) if graph.root_reaches(offset + k, tensors)
+        ]
+        self.fixed_row_names = [self.fixed_names[k] for k in reaching] if individual else []
+        if not reaching:
+            return [], []
+        if individual:
+            return [self.fixed_losses[k] for k in reaching], [
+                self.fixed_weights[k] for k in reaching
+            ]
+        total = self.fixed_losses[reaching[0]] * self.fixed_weights[reaching[0]]
+        for k in reaching[1:]:
+            total = total + self.fixed_losses[k] * self.fixed_weights[k]
+        return [total], [1.0]
+
+    def jacobian(self, level: Level) -> tuple[Jacobian, list[float]]:
+        """Raw per-loss gradients at ``level``: the balanced rows first, then fixed rows.
+
+        At the parameter level, the fixed losses that reach the shared parameters add rows
+        after the balanced ones (one per loss when diagnostics are on, else one summed row);
+        the second value holds their coefficients. The representation level has no fixed rows:
+        the fixed losses reach the trunk through the ordinary backward pass.
+        """
+        cached = self._jacobians.get(level)
+        if cached is not None:
+            return cached
+        result: tuple[Jacobian, list[float]]
+        if level == "representation":
+            result = (self._gradients(self.losses, [self.require_representation()]), [])
+        else:
+            tensors = self.shared() if len(self.losses) > 1 else self.diagnostic_tensors()
+            fixed, coefficients = self.fixed_rows(tensors, individual=self.diagnostics)
+            result = (self._gradients(list(self.losses) + fixed, tensors), coefficients)
+            self.parameter_tensors = tuple(tensors)
+        self._jacobians[level] = result
+        return result
+
+    def jacobian_of(self, tensors: Sequence[Tensor]) -> Jacobian:
+        """Raw per-loss gradients (balanced rows only) over specific tensors."""
+        cached = self._jacobians.get("parameters")
+        if cached is not None:
+            positions = {id(t): k for k, t in enumerate(self.parameter_tensors)}
+            if all(id(t) in positions for t in tensors):
+                full = cached[0]
+                blocks = [full.blocks[positions[id(t)]][: len(self.losses)] for t in tensors]
+                return Jacobian(blocks, full.factors[: len(self.losses)])
+        return self._gradients(self.losses, tensors)
+
+    def require_representation(self) -> Tensor:
+        z = self.representation
+        if z is None:
+            raise ValueError(
+                f"{self.owner} balances at the representation level but no representation was "
+                "given: mark the shared features with multiloss.mark_representation(z) in the "
+                "model's forward, or pass representation= to apply()/backward()"
+            )
+        if not z.requires_grad:
+            raise ValueError(
+                f"the representation given to {self.owner} does not require grad "
+                f"(shape {tuple(z.shape)}); mark the output of the shared trunk, not a "
+                "detached copy"
+            )
+        return z
+
+
+class BalanceContext:
+    """The balanced losses of one call, as a method sees them.
+
+    Attributes:
+        names: Balanced loss names, sorted (so the order of the loss dict never matters).
+        step: Optimizer steps taken so far.
+        weights: ``(T,)`` float32 fixed weights of the balanced losses (negative: maximized).
+        loss_scales: ``(T,)`` detached factors: ``losses[i] == loss_scales[i] * raw_i``; ones
+            unless a wrapper (``Normalize``) rescaled the losses.
+        values: ``(T,)`` float32 detached values of ``losses``.
+        device: Where the losses live.
+    """
+
+    def __init__(
+        self,
+        session: _Session,
+        *,
+        step: int,
+        weights: Tensor,
+        loss_scales: Tensor,
+        values: Tensor,
+    ) -> None:
+        self._session = session
+        self.names = session.names
+        self.step = step
+        self.weights = weights
+        self.loss_scales = loss_scales
+        self.values = values
+        self.device = values.device
+
+    @property
+    def num_losses(self) -> int:
+        """``T``, the number of balanced losses."""
+        return len(self.names)
+
+    @property
+    def losses(self) -> tuple[Tensor, ...]:
+        """The balanced losses with their graph, as this level sees them (``scale * raw``)."""
+        raw = self._session.losses
+        return tuple(loss * self.loss_scales[i] for i, loss in enumerate(raw))
+
+    @property
+    def objective_scales(self) -> Tensor:
+        """``weights * loss_scales``: the factor from a raw loss to its objective."""
+        return self.weights * self.loss_scales
+
+    # -- gradients --------------------------------------------------------------------------------
+    def jacobian(self, level: Level = "parameters") -> Jacobian:
+        """Per-loss gradients of the *objectives* ``weights[i] * losses[i]``.
+
+        Rows follow ``names``; columns are the shared parameters (``level="parameters"``, in
+        ``shared_parameters()`` order) or the representation. Computed once per call (one
+        batched backward pass that keeps the graph) and shared by every wrapper level.
+        """
+        full, _ = self._session.jacobian(level)
+        rows = full.take(slice(0, self.num_losses))
+        return rows.scaled(self.objective_scales)
+
+    def jacobian_of(self, tensors: Sequence[Tensor]) -> Jacobian:
+        """Per-loss gradients of the objectives over specific tensors (e.g. the last shared
+        layer), reusing the full Jacobian when it was already computed this call."""
+        return self._session.jacobian_of(tensors).scaled(self.objective_scales)
+
+    def shared_parameters(self) -> tuple[Tensor, ...]:
+        """The shared parameters (given, or reached by at least two balanced losses).
+
+        Raises:
+            ValueError: With two or more losses, a balanced loss reaches none of them.
+        """
+        return self._session.shared()
+
+    def last_shared_parameters(self) -> tuple[Tensor, ...]:
+        """The shared parameters closest to the losses (the last shared layer's weight)."""
+        graph = self._session.graph()
+        shared = self.shared_parameters()
+        ids = {id(t) for t in shared}
+        last = tuple(t for t in graph.last_shared if id(t) in ids)
+        return last or shared[-1:]
+
+    @property
+    def representation(self) -> Tensor | None:
+        """The shared representation of this call, if one was marked or given."""
+        return self._session.representation
+
+    # -- building blocks for methods and wrappers -------------------------------------------------
+    def sum_plan(self) -> Plan:
+        """The plan of plain summation: every loss at its fixed weight."""
+        return Plan(loss_weights=self.weights)
+
+    def derive(
+        self, *, loss_scales: Tensor | None = None, weights: Tensor | None = None
+    ) -> BalanceContext:
+        """A view for an inner balancer: losses multiplied by ``loss_scales`` (relative to
+        this view's losses) and/or fixed weights replaced by ``weights``."""
+        scales = self.loss_scales if loss_scales is None else self.loss_scales * loss_scales
+        values = self.values if loss_scales is None else self.values * loss_scales
+        return BalanceContext(
+            self._session,
+            step=self.step,
+            weights=self.weights if weights is None else weights,
+            loss_scales=scales,
+            values=values,
+        )
+
+    def __repr__(self) -> str:
+        return f"BalanceContext(step={self.step}, names={list(self.names)})"

@@ -1,0 +1,40 @@
+"""``LossWeighting``: methods that only reweight the losses.
+
+A loss-weighting method decides one multiplier per balanced loss; the update is the ordinary
+gradient of ``sum_i factor_i * weight_i * loss_i`` (plus the fixed losses), computed by a single
+backward pass. No per-loss gradient is ever formed, so these methods cost what plain summation
+costs (GradNorm, which needs per-loss gradient norms on one layer, is the exception).
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+
+from torch import Tensor
+
+from multiloss.balancing._plan import Plan
+from multiloss.balancing.base import Balancer
+from multiloss.balancing.context import BalanceContext
+
+__all__ = ["LossWeighting"]
+
+
+class LossWeighting(Balancer):
+    """Base class of loss-weighting methods: implement :meth:`factors`.
+
+    ``factors(ctx)`` returns ``(T,)`` detached multipliers of the fixed weights (so a maximized
+    loss stays maximized); ``extra_loss(ctx)`` may return a scalar whose gradient trains the
+    method's own parameters (it must not reach the model).
+    """
+
+    @abstractmethod
+    def factors(self, ctx: BalanceContext) -> Tensor:
+        """``(T,)`` non-negative multipliers of ``ctx.weights``, detached, on ``ctx.device``."""
+
+    def extra_loss(self, ctx: BalanceContext) -> Tensor | None:
+        """A loss on this balancer's own parameters, or None."""
+        return None
+
+    def plan(self, ctx: BalanceContext) -> Plan:
+        factors = self.factors(ctx).detach()
+        return Plan(loss_weights=factors * ctx.weights, extra=self.extra_loss(ctx))

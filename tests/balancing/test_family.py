@@ -1,0 +1,164 @@
+"""Properties shared by every balancer (cases come from ``tests/balancing/cases``)."""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import pkgutil
+from collections.abc import Callable
+
+import pytest
+import torch
+
+from multiloss.balancing import Sum
+from tests.balancing import cases as case_modules
+from tests.balancing.properties import (
+    BalancerCase,
+    Toy,
+    assert_grads_close,
+    grads,
+    run,
+    train,
+)
+
+
+def _all_cases() -> list[BalancerCase]:
+    found: list[BalancerCase] = []
+    for info in sorted(pkgutil.iter_modules(case_modules.__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"{case_modules.__name__}.{info.name}")
+        found.extend(module.CASES)
+    return found
+
+
+CASES = _all_cases()
+
+
+def cases(where: Callable[[BalancerCase], bool] = lambda case: True) -> pytest.MarkDecorator:
+    """Parametrize over the cases a property applies to (no skipped checks)."""
+    chosen = [case for case in CASES if where(case)]
+    return pytest.mark.parametrize("case", chosen, ids=[case.id for case in chosen])
+
+
+@cases()
+def test_weights_and_gradients_are_finite(case: BalancerCase) -> None:
+    model, balancer = Toy(), case.build()
+    train(balancer, model, steps=4)
+    used, g = run(balancer, model, step=4)
+    assert set(used) == {"task0", "task1", "task2"}
+    assert all(torch.isfinite(torch.tensor(v)) for v in used.values())
+    assert all(torch.isfinite(t).all() for t in g.values())
+    assert any(t.abs().sum() > 0 for t in g.values())
+
+
+@cases()
+def test_order_of_the_loss_dict_does_not_matter(case: BalancerCase) -> None:
+    model = Toy()
+    first = case.build()
+    second = copy.deepcopy(first)
+    used_a, grads_a = run(first, model)
+    used_b, grads_b = run(second, model, reverse=True)
+    assert used_a == pytest.approx(used_b)
+    assert_grads_close(grads_a, grads_b)
+
+
+@cases()
+def test_state_dict_round_trip(case: BalancerCase) -> None:
+    model = Toy()
+    balancer = case.build()
+    train(balancer, model, steps=3)
+    clone = case.build()
+    clone.load_state_dict(copy.deepcopy(balancer.state_dict()))
+    for key, value in balancer.state_dict().items():
+        restored = clone.state_dict()[key]
+        if isinstance(value, torch.Tensor):
+            torch.testing.assert_close(restored, value)
+        else:
+            assert restored == value
+    used_a, grads_a = run(balancer, model, step=3)
+    used_b, grads_b = run(clone, model, step=3)
+    assert used_a == pytest.approx(used_b)
+    assert_grads_close(grads_a, grads_b)
+
+
+@cases(lambda case: case.nonnegative)
+def test_multipliers_keep_the_sign_of_the_fixed_weight(case: BalancerCase) -> None:
+    model, balancer = Toy(), case.build()
+    weights = {"task0": 1.0, "task1": -0.5, "task2": 2.0}
+    for step in range(3):
+        used, _ = run(balancer, model, weights=weights, step=step)
+        balancer.after_optimizer_step()
+        for name, value in used.items():
+            assert value * weights[name] >= 0.0, (name, value)
+
+
+@cases()
+def test_maximized_loss_is_pushed_up(case: BalancerCase) -> None:
+    """A negative fixed weight maximizes: the head of that loss ascends its loss."""
+    model, balancer = Toy(), case.build()
+    used, g = run(balancer, model, weights={"task1": -1.0})
+    assert torch.isfinite(torch.tensor(list(used.values()))).all()
+    head = model.heads[1]
+    before = model.losses()["task1"].detach()
+    with torch.no_grad():
+        for name, p in head.named_parameters():
+            p -= 1e-4 * g[f"heads.1.{name}"]
+    after = model.losses()["task1"].detach()
+    if case.nonnegative and used["task1"] != 0.0:
+        assert after > before
+
+
+@cases(lambda case: case.reduces_to_sum)
+def test_one_loss_reduces_to_sum(case: BalancerCase) -> None:
+    model = Toy()
+    used, g = run(case.build(), model, names=["task0"], weights={"task0": 0.7})
+    ref_used, ref = run(Sum(), model, names=["task0"], weights={"task0": 0.7})
+    assert used == pytest.approx(ref_used)
+    assert_grads_close(g, ref)
+
+
+@cases()
+def test_balance_selects_and_adds_the_rest_at_fixed_weight(case: BalancerCase) -> None:
+    model = Toy()
+    weights = {"task0": 1.0, "task1": 1.0, "task2": 0.3}
+    used, g = run(case.build(balance=["task0", "task1"]), model, weights=weights)
+    assert used["task2"] == 0.3
+    # Reference: the same method on the two balanced losses alone, plus 0.3 * grad task2.
+    ref_used, ref = run(case.build(), model, names=["task0", "task1"])
+    model.zero_grad(set_to_none=True)
+    (0.3 * model.losses()["task2"]).backward()
+    fixed = grads(model)
+    assert {k: used[k] for k in ref_used} == pytest.approx(ref_used)
+    assert_grads_close(g, {k: ref[k] + fixed[k] for k in ref})
+
+
+@cases()
+def test_gradients_are_added_and_scaled(case: BalancerCase) -> None:
+    model = Toy()
+    _, plain = run(case.build(), model)
+    model.zero_grad(set_to_none=True)
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    losses = model.losses()
+    torch.manual_seed(0)
+    case.build().apply(losses, step=0, scale=0.25, representation=model.z)
+    assert_grads_close(grads(model), {k: 1.0 + 0.25 * v for k, v in plain.items()})
+
+
+@cases()
+def test_diagnostics_have_the_contract_keys(case: BalancerCase) -> None:
+    model, balancer = Toy(), case.build()
+    run(balancer, model, diagnostics=True)
+    diagnostics = balancer.diagnostics()
+    for name in ("task0", "task1", "task2"):
+        assert f"grad/norm/{name}" in diagnostics
+    assert "grad/cos/task0|task1" in diagnostics
+    shares = [float(v) for k, v in diagnostics.items() if k.startswith("grad/share/")]
+    if shares:
+        assert sum(shares) == pytest.approx(1.0, abs=1e-4)
+    assert all(k.startswith(("grad/", "balance/")) for k in diagnostics)
+
+
+@cases()
+def test_repr_names_the_method(case: BalancerCase) -> None:
+    balancer = case.build()
+    assert type(balancer).__name__ in repr(balancer)
