@@ -16,12 +16,18 @@ eigenvalue (``"min"``, default), the median (``"median"``) or the mean (``"rmse"
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import Tensor
 
+from multiloss._validation import check_choice
 from multiloss.balancing._linalg import check_gram, single_thread, solver_dtype
+from multiloss.balancing._plan import Level
+from multiloss.balancing.context import BalanceContext
+from multiloss.balancing.gradient import GradientBalancer
 
-__all__ = ["SCALE_MODES", "aligned_mtl_weights"]
+__all__ = ["SCALE_MODES", "AlignedMTL", "aligned_mtl_weights"]
 
 #: ``scale_mode`` options, as in the official code.
 SCALE_MODES = ("min", "median", "rmse")
@@ -66,3 +72,41 @@ def aligned_mtl_weights(gram: Tensor, scale_mode: str = "min") -> Tensor:
         # All gradients zero: every weight multiplies a zero gradient; report ones (like Sum).
         weights = torch.where(kept.any(), weights, torch.ones_like(weights))
         return weights.to(gram.dtype)
+
+
+class AlignedMTL(GradientBalancer):
+    """Aligned-MTL: replace the loss gradients by the closest orthogonal, equal-norm set.
+
+    The update is the sum of the aligned gradients (official code); the reported weights are
+    its coefficients on the original gradients, ``B 1``, and may be negative. With
+    ``level="representation"`` this is the paper's Aligned-MTL-UB.
+
+    Args:
+        scale_mode: Norm of the aligned gradients: the square root of the smallest (``"min"``,
+            default), median (``"median"``) or mean (``"rmse"``) eigenvalue of the Gram matrix.
+        level: ``"parameters"`` (exact) or ``"representation"`` (cheaper; Aligned-MTL-UB).
+        balance: The losses to balance (names or glob patterns); default all.
+
+    Example:
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, 1.0]))
+        >>> losses = {"a": w @ torch.tensor([3.0, 0.0]), "b": w @ torch.tensor([0.0, 1.0])}
+        >>> AlignedMTL().backward(losses)  # orthogonal already: both rescaled to norm 1
+        {'a': 0.3333333432674408, 'b': 1.0}
+    """
+
+    def __init__(
+        self,
+        scale_mode: str = "min",
+        *,
+        level: Level = "parameters",
+        balance: str | Iterable[str] | None = None,
+    ) -> None:
+        super().__init__(level=level, balance=balance)
+        self.scale_mode = check_choice(scale_mode, "`scale_mode` of AlignedMTL", SCALE_MODES)
+
+    def weigh(self, gramian: Tensor, ctx: BalanceContext) -> Tensor:
+        return aligned_mtl_weights(gramian, self.scale_mode)
+
+    def hyperparameters(self) -> dict[str, object]:
+        return {"scale_mode": self.scale_mode, **super().hyperparameters()}

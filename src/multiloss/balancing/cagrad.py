@@ -16,13 +16,19 @@ active-set Newton method on the Gram matrix (``_qp.py``), without any external s
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import Tensor
 
+from multiloss._validation import check_choice, check_finite_float
 from multiloss.balancing._linalg import check_gram, normalize_gram, single_thread
+from multiloss.balancing._plan import Level
 from multiloss.balancing._qp import minimize_active_set
+from multiloss.balancing.context import BalanceContext
+from multiloss.balancing.gradient import GradientBalancer
 
-__all__ = ["RESCALE", "cagrad_weights"]
+__all__ = ["RESCALE", "CAGrad", "cagrad_weights"]
 
 #: ``rescale`` options: divide the update by ``1 + c^2`` (official default), by ``1 + c``, or not.
 RESCALE = ("quadratic", "linear", "none")
@@ -98,3 +104,50 @@ def _solve(work: Tensor, b: Tensor, radius: Tensor) -> Tensor:
         tol=1e-12,
     )
     return w[0]
+
+
+class CAGrad(GradientBalancer):
+    """CAGrad: the update that best improves the worst loss near the mean gradient.
+
+    Defaults follow the official code: ``c = 0.4`` and ``rescale="quadratic"`` (divide by
+    ``1 + c^2``), and the update is scaled to the sum of the losses (``c = 0`` is exactly Sum).
+    The reported per-loss weights are the update's coefficients, ``(1 + T lambda w_i) /
+    (1 + c^2)`` with ``lambda = c ||g0|| / ||g_w||``; all positive.
+
+    Args:
+        c: Radius of the trust ball around the mean gradient, relative to its norm (>= 0;
+            0 gives Sum, larger values lean further towards the worst-served loss).
+        rescale: ``"quadratic"`` (divide by ``1 + c^2``, official default), ``"linear"``
+            (``1 + c``) or ``"none"``.
+        level: ``"parameters"`` (exact) or ``"representation"`` (cheaper).
+        balance: The losses to balance (names or glob patterns); default all.
+
+    Example:
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, 1.0]))
+        >>> losses = {"a": w @ torch.tensor([1.0, 0.0]), "b": w @ torch.tensor([-0.5, 1.0])}
+        >>> weights = CAGrad(c=0.4).backward(losses)
+        >>> {name: round(value, 3) for name, value in weights.items()}
+        {'a': 1.284, 'b': 1.101}
+    """
+
+    def __init__(
+        self,
+        c: float = 0.4,
+        *,
+        rescale: str = "quadratic",
+        level: Level = "parameters",
+        balance: str | Iterable[str] | None = None,
+    ) -> None:
+        super().__init__(level=level, balance=balance)
+        self.c = check_finite_float(c, "`c` of CAGrad", min_value=0.0)
+        self.rescale = check_choice(rescale, "`rescale` of CAGrad", RESCALE)
+
+    def weigh(self, gramian: Tensor, ctx: BalanceContext) -> Tensor:
+        return cagrad_weights(gramian, self.c, self.rescale)
+
+    def hyperparameters(self) -> dict[str, object]:
+        fields: dict[str, object] = {"c": self.c}
+        if self.rescale != "quadratic":
+            fields["rescale"] = self.rescale
+        return {**fields, **super().hyperparameters()}

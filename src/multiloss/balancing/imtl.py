@@ -16,12 +16,17 @@ for exactly opposite gradients gives the natural answer ``alpha = (1/2, 1/2)``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import Tensor
 
 from multiloss.balancing._linalg import check_gram, normalize_gram, single_thread
+from multiloss.balancing._plan import Level
+from multiloss.balancing.context import BalanceContext
+from multiloss.balancing.gradient import GradientBalancer
 
-__all__ = ["imtl_weights"]
+__all__ = ["IMTL", "imtl_weights"]
 
 _RIDGE = 1e-10
 
@@ -56,3 +61,34 @@ def imtl_weights(gram: Tensor) -> Tensor:
         safe = torch.where(total.abs() > 0, total, torch.ones_like(total))
         alpha = torch.where(total.abs() > 0, v / safe, torch.full_like(v, 1.0 / t))
         return alpha.to(gram.dtype)
+
+
+class IMTL(GradientBalancer):
+    """IMTL-G: the update whose projection on every loss's gradient direction is equal.
+
+    The reported weights sum to 1 and may be negative (a loss whose gradient is nearly
+    parallel to another's can get a negative weight so that the projections come out equal).
+    This is the gradient half of IMTL ("IMTL-G"); its loss-scaling half (IMTL-L) is a
+    loss-weighting method and composes with this one as a wrapper.
+
+    Args:
+        level: ``"parameters"`` (exact) or ``"representation"`` (cheaper).
+        balance: The losses to balance (names or glob patterns); default all.
+
+    Example:
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, 1.0]))
+        >>> losses = {"a": w @ torch.tensor([2.0, 0.0]), "b": w @ torch.tensor([0.0, 1.0])}
+        >>> IMTL().backward(losses)  # equal projections on (1, 0) and (0, 1)
+        {'a': 0.3333333432674408, 'b': 0.6666666865348816}
+        >>> w.grad
+        tensor([0.6667, 0.6667])
+    """
+
+    def __init__(
+        self, *, level: Level = "parameters", balance: str | Iterable[str] | None = None
+    ) -> None:
+        super().__init__(level=level, balance=balance)
+
+    def weigh(self, gramian: Tensor, ctx: BalanceContext) -> Tensor:
+        return imtl_weights(gramian)

@@ -15,13 +15,19 @@ respect to the shared representation instead of the shared parameters.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import Tensor
 
+from multiloss._validation import check_choice, check_finite_float, check_int
 from multiloss.balancing._linalg import check_gram
 from multiloss.balancing._minnorm import min_norm_weights
+from multiloss.balancing._plan import Level
+from multiloss.balancing.context import BalanceContext
+from multiloss.balancing.gradient import GradientBalancer
 
-__all__ = ["NORMALIZATIONS", "mgda_weights"]
+__all__ = ["MGDA", "NORMALIZATIONS", "mgda_weights"]
 
 #: ``normalization`` options, named as in the official code.
 NORMALIZATIONS = ("none", "l2", "loss", "loss+")
@@ -70,3 +76,72 @@ def mgda_weights(
         scale = torch.where((scale == 0) & (values > 0), torch.ones_like(scale), scale)
     normalized = gram / (scale[:, None] * scale[None, :])
     return min_norm_weights(normalized, max_iter=max_iter, tol=tol)
+
+
+class MGDA(GradientBalancer):
+    """MGDA: the minimum-norm convex combination of the loss gradients (a common descent
+    direction for every loss, or zero at a Pareto-stationary point).
+
+    The reported weights are on the simplex (they sum to 1, as in the paper and the official
+    code), so when the gradients agree the update is about ``1/T`` of Sum's. With
+    ``level="representation"`` this is the paper's MGDA-UB: the weights come from the gradients
+    with respect to the shared representation (one cheap backward pass to it), and the update
+    is the ordinary backward pass of the re-weighted losses.
+
+    Args:
+        normalization: Gradient normalizer before solving (official ``gradient_normalizers``):
+            ``"none"`` (default, the paper's MGDA), ``"l2"``, ``"loss"`` or ``"loss+"``. The
+            last two divide by the loss value and so need positive losses.
+        max_iter: Frank-Wolfe iteration budget (official 250); the iterations used are in the
+            diagnostics as ``balance/mgda/iterations``.
+        tol: Frank-Wolfe stopping threshold on the L1 change of the weights (official 1e-5).
+        level: ``"parameters"`` (MGDA) or ``"representation"`` (MGDA-UB).
+        balance: The losses to balance (names or glob patterns); default all.
+
+    Example:
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, 1.0]))
+        >>> losses = {"a": w @ torch.tensor([2.0, 0.0]), "b": w @ torch.tensor([0.0, 1.0])}
+        >>> MGDA().backward(losses)
+        {'a': 0.20000000298023224, 'b': 0.800000011920929}
+        >>> w.grad  # the point of the segment [g_a, g_b] closest to the origin
+        tensor([0.4000, 0.8000])
+    """
+
+    def __init__(
+        self,
+        *,
+        normalization: str = "none",
+        max_iter: int = 250,
+        tol: float = 1e-5,
+        level: Level = "parameters",
+        balance: str | Iterable[str] | None = None,
+    ) -> None:
+        super().__init__(level=level, balance=balance)
+        self.normalization = check_choice(normalization, "`normalization` of MGDA", NORMALIZATIONS)
+        self.max_iter = check_int(max_iter, "`max_iter` of MGDA", min_value=0)
+        self.tol = check_finite_float(tol, "`tol` of MGDA", min_value=0.0, strict_min=True)
+        self._iterations: Tensor | None = None
+
+    def weigh(self, gramian: Tensor, ctx: BalanceContext) -> Tensor:
+        values = None
+        if self.normalization in ("loss", "loss+"):
+            values = ctx.values
+            self.require_at_least(
+                ctx, 0.0, f"MGDA's {self.normalization!r} normalization divides by the loss"
+            )
+        weights, self._iterations = mgda_weights(
+            gramian, values, normalization=self.normalization, max_iter=self.max_iter, tol=self.tol
+        )
+        return weights
+
+    def state_diagnostics(self) -> dict[str, Tensor | float]:
+        return {} if self._iterations is None else {"iterations": self._iterations}
+
+    def hyperparameters(self) -> dict[str, object]:
+        fields: dict[str, object] = {"normalization": self.normalization}
+        if self.max_iter != 250:
+            fields["max_iter"] = self.max_iter
+        if self.tol != 1e-5:
+            fields["tol"] = self.tol
+        return {**fields, **super().hyperparameters()}

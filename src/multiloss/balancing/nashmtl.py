@@ -20,12 +20,18 @@ the official solver fails and keeps its previous weights).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import Tensor
 
+from multiloss._validation import check_finite_float, check_int
 from multiloss.balancing._linalg import can_read, check_gram, single_thread, solver_dtype
+from multiloss.balancing._plan import Level
+from multiloss.balancing.context import BalanceContext
+from multiloss.balancing.gradient import GradientBalancer
 
-__all__ = ["nash_weights"]
+__all__ = ["NashMTL", "nash_weights"]
 
 _RIDGE = 1e-8
 
@@ -90,3 +96,71 @@ def nash_weights(
             if readable and not bool(going):
                 break
         return alpha.to(gram.dtype), iterations
+
+
+class NashMTL(GradientBalancer):
+    """Nash-MTL: weights ``alpha > 0`` with ``G alpha = 1 / alpha`` (the Nash bargaining
+    solution), then the shared update clipped to norm ``max_norm`` (official default 1.0).
+
+    The weights are warm-started from the previous step (a buffer, saved in ``state_dict``), as
+    in the official code, so after the first steps the solver usually needs 1-3 Newton
+    iterations; the count of the last call is logged as ``balance/nashmtl/iterations``.
+
+    Args:
+        max_norm: Clip the shared update to this norm (in gradient units of the objectives);
+            ``0`` disables clipping.
+        max_iter: Newton iteration budget per step (official ``optim_niter = 20``).
+        tol: Newton stopping threshold (half the squared Newton decrement).
+        level: ``"parameters"`` (exact) or ``"representation"`` (cheaper).
+        balance: The losses to balance (names or glob patterns); default all.
+
+    Example:
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, 1.0]))
+        >>> losses = {"a": w @ torch.tensor([0.1, 0.0]), "b": w @ torch.tensor([0.0, 0.2])}
+        >>> weights = NashMTL().backward(losses)
+        >>> w.grad  # alpha = (2.03, 1.02) = 1 / sqrt(diag(G) / ||G||_F): equal projections
+        tensor([0.2031, 0.2031])
+    """
+
+    per_loss_state = True
+
+    def __init__(
+        self,
+        *,
+        max_norm: float = 1.0,
+        max_iter: int = 20,
+        tol: float = 1e-9,
+        level: Level = "parameters",
+        balance: str | Iterable[str] | None = None,
+    ) -> None:
+        super().__init__(level=level, balance=balance)
+        self.max_norm = check_finite_float(max_norm, "`max_norm` of NashMTL", min_value=0.0)
+        self.max_iter = check_int(max_iter, "`max_iter` of NashMTL", min_value=1)
+        self.tol = check_finite_float(tol, "`tol` of NashMTL", min_value=0.0, strict_min=True)
+        self.alpha: Tensor
+        self.iterations: Tensor
+        self.setup_known_names()
+
+    def setup_state(self, names: tuple[str, ...], device: torch.device) -> None:
+        self.register_buffer("alpha", torch.ones(len(names), device=device))
+        self.register_buffer("iterations", torch.zeros((), dtype=torch.long, device=device))
+
+    def weigh(self, gramian: Tensor, ctx: BalanceContext) -> Tensor:
+        alpha, iterations = nash_weights(gramian, self.alpha, max_iter=self.max_iter, tol=self.tol)
+        self.alpha.copy_(alpha)
+        self.iterations.copy_(iterations)
+        if self.max_norm > 0:
+            # clip_grad_norm_ of the official code, from the Gram matrix: ||J^T a||^2 = a^T G a.
+            norm = (alpha @ gramian.to(alpha) @ alpha).clamp(min=0).sqrt()
+            alpha = alpha * (self.max_norm / (norm + 1e-6)).clamp(max=1.0)
+        return alpha
+
+    def state_diagnostics(self) -> dict[str, Tensor | float]:
+        return {"iterations": self.iterations} if self._names is not None else {}
+
+    def hyperparameters(self) -> dict[str, object]:
+        fields: dict[str, object] = {"max_norm": self.max_norm}
+        if self.max_iter != 20:
+            fields["max_iter"] = self.max_iter
+        return {**fields, **super().hyperparameters()}

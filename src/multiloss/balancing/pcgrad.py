@@ -14,12 +14,17 @@ Gram matrix's device (``generator=`` to use your own), as in the paper's Algorit
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import Tensor
 
 from multiloss.balancing._linalg import check_gram, single_thread, solver_dtype
+from multiloss.balancing._plan import Level
+from multiloss.balancing.context import BalanceContext
+from multiloss.balancing.gradient import GradientBalancer
 
-__all__ = ["pcgrad_weights", "random_orders"]
+__all__ = ["PCGrad", "pcgrad_weights", "random_orders"]
 
 
 def random_orders(t: int, device: torch.device, generator: torch.Generator | None = None) -> Tensor:
@@ -63,3 +68,36 @@ def pcgrad_weights(gram: Tensor, orders: Tensor | None = None) -> Tensor:
             # A zero gradient g_j has zero inner product with everything, so its step is 0.
             coef[rows, j] -= inner.clamp(max=0) / safe[j]
         return coef.sum(dim=0).to(gram.dtype)
+
+
+class PCGrad(GradientBalancer):
+    """PCGrad: each loss gradient drops its components that conflict with the others.
+
+    The update on the shared parameters is ``sum_i g_i^PC`` (see the module docstring); the
+    reported per-loss weights are its coefficients on the original gradients (all >= 1, since
+    projecting only adds positive multiples of the other gradients). The random projection
+    order uses torch's global generator on the losses' device, so ``torch.manual_seed`` makes
+    runs repeatable.
+
+    Args:
+        level: ``"parameters"`` (exact) or ``"representation"`` (gradients with respect to the
+            tensor marked with ``multiloss.mark_representation``; cheaper).
+        balance: The losses to balance (names or glob patterns); default all.
+
+    Example:
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, 1.0]))
+        >>> losses = {"a": w @ torch.tensor([1.0, 0.0]), "b": w @ torch.tensor([-1.0, 1.0])}
+        >>> PCGrad().backward(losses)  # g_a . g_b < 0: both conflicting parts are removed
+        {'a': 2.0, 'b': 1.5}
+        >>> w.grad
+        tensor([0.5000, 1.5000])
+    """
+
+    def __init__(
+        self, *, level: Level = "parameters", balance: str | Iterable[str] | None = None
+    ) -> None:
+        super().__init__(level=level, balance=balance)
+
+    def weigh(self, gramian: Tensor, ctx: BalanceContext) -> Tensor:
+        return pcgrad_weights(gramian)

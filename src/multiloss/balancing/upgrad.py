@@ -20,13 +20,18 @@ rounding, and nothing is read back to the host on accelerators.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import Tensor
 
 from multiloss.balancing._linalg import check_gram, normalize_gram, single_thread
+from multiloss.balancing._plan import Level
 from multiloss.balancing._qp import minimize_active_set
+from multiloss.balancing.context import BalanceContext
+from multiloss.balancing.gradient import GradientBalancer
 
-__all__ = ["upgrad_weights"]
+__all__ = ["UPGrad", "upgrad_weights"]
 
 
 def upgrad_weights(gram: Tensor, preference: Tensor | None = None) -> Tensor:
@@ -69,3 +74,34 @@ def upgrad_weights(gram: Tensor, preference: Tensor | None = None) -> Tensor:
             max_iter=4 * t + 4,
         )
         return solution.sum(dim=0).to(gram.dtype)
+
+
+class UPGrad(GradientBalancer):
+    """UPGrad: average of the gradients, each projected onto the dual cone of all of them.
+
+    The update never conflicts with any balanced loss (``g_i . update >= 0``) and is the mean
+    gradient when no two gradients conflict; the reported weights are its coefficients on the
+    original gradients (each at least ``1/T``). Note the scale: the update is a mean, so with
+    no conflict it is Sum's update divided by T (as in torchjd).
+
+    Args:
+        level: ``"parameters"`` (exact) or ``"representation"`` (cheaper).
+        balance: The losses to balance (names or glob patterns); default all.
+
+    Example:
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, 1.0]))
+        >>> losses = {"a": w @ torch.tensor([1.0, 0.0]), "b": w @ torch.tensor([-1.0, 1.0])}
+        >>> UPGrad().backward(losses)
+        {'a': 1.0, 'b': 0.75}
+        >>> w.grad  # the inner product with (1, 0) and with (-1, 1) are both >= 0
+        tensor([0.2500, 0.7500])
+    """
+
+    def __init__(
+        self, *, level: Level = "parameters", balance: str | Iterable[str] | None = None
+    ) -> None:
+        super().__init__(level=level, balance=balance)
+
+    def weigh(self, gramian: Tensor, ctx: BalanceContext) -> Tensor:
+        return upgrad_weights(gramian)
