@@ -139,8 +139,12 @@ def _newton_direction(
     n, t = grad.shape
     pair = free[:, :, None] & free[:, None, :]
     eye = torch.eye(t, dtype=grad.dtype, device=grad.device).expand(n, t, t)
-    scale = hess.diagonal(dim1=1, dim2=2).abs().amax(dim=1).clamp(min=1e-300)[:, None, None]
-    matrix = torch.where(pair, hess, 0) + eye * torch.where(free[:, None, :], ridge * scale, 1.0)
+    # Ridge relative to each diagonal entry, so that a loss with a tiny gradient is not
+    # regularized more than one with a large gradient; the floor keeps a zero row solvable.
+    diag = hess.diagonal(dim1=1, dim2=2).abs()
+    floor = diag.amax(dim=1, keepdim=True).clamp(min=1e-12) * 1e-12
+    shift = ridge * (diag + floor)
+    matrix = torch.where(pair, hess, 0) + eye * torch.where(free, shift, 1.0)[:, None, :]
     rhs = torch.where(free, -grad, 0)
     if simplex:
         ones = free.to(grad.dtype)

@@ -28,7 +28,7 @@ from multiloss.balancing.gradient import GradientBalancer
 
 __all__ = ["IMTL", "imtl_weights"]
 
-_RIDGE = 1e-10
+_RIDGE = 1e-12
 
 
 def imtl_weights(gram: Tensor) -> Tensor:

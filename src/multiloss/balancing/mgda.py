@@ -75,7 +75,8 @@ def mgda_weights(
         scale = torch.where(values > 0, scale, torch.nan)
         scale = torch.where((scale == 0) & (values > 0), torch.ones_like(scale), scale)
     normalized = gram / (scale[:, None] * scale[None, :])
-    return min_norm_weights(normalized, max_iter=max_iter, tol=tol)
+    weights, iterations = min_norm_weights(torch.nan_to_num(normalized), max_iter=max_iter, tol=tol)
+    return torch.where(torch.isfinite(scale).all(), weights, torch.nan), iterations
 
 
 class MGDA(GradientBalancer):

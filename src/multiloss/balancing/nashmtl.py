@@ -13,7 +13,7 @@ of the strictly convex, self-concordant function ``f(alpha) = alpha^T G alpha / 
 sum(log alpha)``, minimized by damped Newton steps ``alpha += d / (1 + lambda)`` (``lambda``
 the Newton decrement), which keep ``alpha > 0`` without a line search and converge
 quadratically once ``lambda < 1/4`` (Nesterov, *Lectures on Convex Optimization*, Sec. 5.2).
-A ridge of ``1e-8`` (relative) keeps the problem solvable when the gradients are linearly
+A ridge of ``1e-12`` (relative) keeps the problem solvable when the gradients are linearly
 dependent with a positive combination summing to zero (then no bargaining solution exists and
 the official solver fails and keeps its previous weights).
 """
@@ -33,7 +33,7 @@ from multiloss.balancing.gradient import GradientBalancer
 
 __all__ = ["NashMTL", "nash_weights"]
 
-_RIDGE = 1e-8
+_RIDGE = 1e-12
 
 
 def nash_weights(
@@ -41,7 +41,7 @@ def nash_weights(
     start: Tensor | None = None,
     *,
     max_iter: int = 20,
-    tol: float = 1e-9,
+    tol: float = 1e-10,
 ) -> tuple[Tensor, Tensor]:
     """Solve ``K alpha = 1 / alpha`` for ``K = G / ||G||_F`` (the official normalization).
 
@@ -50,8 +50,8 @@ def nash_weights(
         start: Warm start (T,), e.g. the previous step's solution; default ones (official).
             Non-finite or non-positive entries are replaced by 1.
         max_iter: Newton iteration budget (20, as the official ``optim_niter``).
-        tol: Stop once half the squared Newton decrement is below this (the gap to the optimal
-            value of ``f``).
+        tol: Stop once the Newton decrement (the affine-invariant distance to the solution,
+            about the relative error of ``alpha``) is below this.
 
     Returns:
         ``(alpha, iterations)``: weights (T,) for the normalized Gram matrix, in the dtype of
@@ -88,7 +88,7 @@ def nash_weights(
             hess = work + torch.diag(1.0 / (alpha * alpha))
             step, _ = torch.linalg.solve_ex(hess, -grad)
             decrement = (-(grad @ step)).clamp(min=0).sqrt()
-            going = 0.5 * decrement * decrement > tol
+            going = decrement > tol
             iterations = iterations + going.long()
             # Full steps inside the quadratic-convergence region, damped ones outside it.
             damping = torch.where(decrement < 0.25, 1.0, 1.0 / (1.0 + decrement))
@@ -110,7 +110,7 @@ class NashMTL(GradientBalancer):
         max_norm: Clip the shared update to this norm (in gradient units of the objectives);
             ``0`` disables clipping.
         max_iter: Newton iteration budget per step (official ``optim_niter = 20``).
-        tol: Newton stopping threshold (half the squared Newton decrement).
+        tol: Newton stopping threshold on the Newton decrement (about the relative error).
         level: ``"parameters"`` (exact) or ``"representation"`` (cheaper).
         balance: The losses to balance (names or glob patterns); default all.
 
@@ -130,7 +130,7 @@ class NashMTL(GradientBalancer):
         *,
         max_norm: float = 1.0,
         max_iter: int = 20,
-        tol: float = 1e-9,
+        tol: float = 1e-10,
         level: Level = "parameters",
         balance: str | Iterable[str] | None = None,
     ) -> None:

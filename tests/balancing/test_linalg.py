@@ -1,0 +1,47 @@
+"""Helpers of the Gram-matrix solvers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from multiloss.balancing._linalg import (
+    can_read,
+    check_gram,
+    normalize_gram,
+    single_thread,
+    solver_dtype,
+)
+
+
+def test_normalize_gram_has_unit_trace_and_keeps_zero() -> None:
+    gram = torch.tensor([[4.0, 1.0], [1.0, 2.0]])
+    work, trace = normalize_gram(gram)
+    assert work.dtype == torch.float64
+    assert float(trace) == 6.0
+    torch.testing.assert_close(work, gram.double() / 6)
+    zero, _ = normalize_gram(torch.zeros(2, 2))
+    assert zero.abs().sum() == 0
+
+
+def test_check_gram_names_the_method() -> None:
+    with pytest.raises(
+        ValueError, match=r"`gram` of X must be a square \(T, T\) matrix; got \(2, 3\)"
+    ):
+        check_gram(torch.zeros(2, 3), "X")
+
+
+def test_single_thread_restores_the_thread_count() -> None:
+    before = torch.get_num_threads()
+    with single_thread(torch.device("cpu")):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError, match="boom"), single_thread(torch.device("cpu")):
+        raise RuntimeError("boom")
+    assert torch.get_num_threads() == before
+
+
+def test_device_rules() -> None:
+    assert can_read(torch.zeros(1))
+    assert solver_dtype(torch.device("cpu")) == torch.float64
+    assert solver_dtype(torch.device("mps")) == torch.float32
