@@ -105,13 +105,11 @@ def run(
 def train(balancer: Balancer, model: Toy, steps: int, lr: float = 1e-3) -> None:
     """A few optimizer steps, the way the trainer drives a balancer."""
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-    group = balancer.parameter_group()
-    if group is not None:
-        optimizer.add_param_group({**group, "lr": 1e-2})
     for step in range(steps):
         optimizer.zero_grad(set_to_none=True)
         losses = model.losses()
         balancer.apply(losses, step=step, representation=model.z)
+        balancer.add_parameters_to(optimizer)  # per-loss parameters exist after the first call
         optimizer.step()
         balancer.after_optimizer_step()
 

@@ -13,24 +13,38 @@ from multiloss.balancing._plan import Level, Plan
 from multiloss.balancing.base import Balancer
 from multiloss.balancing.context import BalanceContext
 from multiloss.balancing.diagnostics import gradient_diagnostics
+from multiloss.balancing.dwa import DWA
+from multiloss.balancing.famo import FAMO
 from multiloss.balancing.gradient import GradientBalancer
+from multiloss.balancing.gradnorm import GradNorm
+from multiloss.balancing.normalize import Normalize
+from multiloss.balancing.rlw import RLW
+from multiloss.balancing.scheduled import Scheduled
 from multiloss.balancing.shared import GraphInfo, discover
 from multiloss.balancing.static import Static
 from multiloss.balancing.sum import Sum
+from multiloss.balancing.uncertainty import Uncertainty
 from multiloss.balancing.weighting import LossWeighting
 from multiloss.balancing.wrapper import Wrapper
 
 __all__ = [
+    "DWA",
+    "FAMO",
+    "RLW",
     "BalanceContext",
     "Balancer",
+    "GradNorm",
     "GradientBalancer",
     "GraphInfo",
     "Jacobian",
     "Level",
     "LossWeighting",
+    "Normalize",
     "Plan",
+    "Scheduled",
     "Static",
     "Sum",
+    "Uncertainty",
     "Wrapper",
     "discover",
     "gradient_diagnostics",

@@ -304,6 +304,24 @@ class Balancer(nn.Module):
             group["lr"] = self.parameter_lr
         return group
 
+    def add_parameters_to(self, optimizer: torch.optim.Optimizer) -> bool:
+        """Add this balancer's parameters that ``optimizer`` does not have yet, as a new group.
+
+        Per-loss parameters are created at the first call (unless ``balance=`` lists exact
+        names), so call this after the first ``apply`` (the trainer does, and again after
+        loading a checkpoint, before ``optimizer.load_state_dict``). Returns whether a group was
+        added.
+        """
+        group = self.parameter_group()
+        if group is None:
+            return False
+        known = {id(p) for g in optimizer.param_groups for p in g["params"]}
+        group["params"] = [p for p in group["params"] if id(p) not in known]
+        if not group["params"]:
+            return False
+        optimizer.add_param_group(group)
+        return True
+
     def check(self) -> None:
         """Raise any failure found on the device since the last check (one device sync)."""
         for module in self.modules():

@@ -1,0 +1,144 @@
+"""``GradNorm``: gradient normalization (Chen, Badrinarayanan, Lee & Rabinovich, ICML 2018)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from multiloss._validation import check_finite_float, describe
+from multiloss.balancing.context import BalanceContext
+from multiloss.balancing.weighting import LossWeighting
+
+__all__ = ["GradNorm"]
+
+
+class GradNorm(LossWeighting):
+    """Learn loss weights so each task's gradient norm tracks its relative training rate.
+
+    Paper, Algorithm 1: with learnable weights ``w_i`` (start at 1), ``G_i = ||grad_W w_i L_i||``
+    on the weights ``W`` of the last shared layer, ``r_i = (L_i / L_i(0)) / mean_j(L_j /
+    L_j(0))``, the weights descend ``L_grad = sum_i |G_i - mean(G) * r_i ** alpha|`` with the
+    target held constant, while the model descends ``sum_i w_i L_i``. After every optimizer
+    step the weights are renormalized to sum to the number of losses (and kept positive).
+    ``alpha = 1.5`` is the paper's value for NYUv2; ``L_i(0)`` is the first loss seen.
+
+    Cost: the per-loss gradients of one layer (one batched backward pass that stops at that
+    layer), plus the ordinary backward pass. ``layer="representation"`` measures the gradient
+    norms on the marked shared representation instead (LibMTL's ``rep_grad`` option): cheaper,
+    but not the paper's choice.
+
+    The weights are parameters: an optimizer must step them (the trainer adds
+    ``parameter_group()``; the paper updates them with the network's optimizer).
+
+    Args:
+        alpha: Strength of the pull towards equal training rates (0: equal gradient norms).
+        layer: ``"last"`` (the last shared layer's weight, found from the graph), an
+            ``nn.Module`` or a list of parameters, or ``"representation"``.
+        lr: Learning rate of the weights in ``parameter_group()`` (None: the optimizer's).
+        balance: The losses to balance (names or glob patterns); default all.
+
+    Example:
+        >>> import torch
+        >>> trunk, heads = torch.nn.Linear(3, 3), torch.nn.ModuleList(
+        ...     torch.nn.Linear(3, 1) for _ in range(2))
+        >>> h = trunk(torch.ones(4, 3))
+        >>> gradnorm = GradNorm()
+        >>> gradnorm.backward({"a": heads[0](h).pow(2).mean(), "b": heads[1](h).abs().mean()})
+        {'a': 1.0, 'b': 1.0}
+        >>> gradnorm.weights.grad is not None  # L_grad's gradient, for the optimizer
+        True
+    """
+
+    per_loss_state = True
+    requires_positive_losses = True
+
+    def __init__(
+        self,
+        *,
+        alpha: float = 1.5,
+        layer: str | nn.Module | Sequence[Tensor] = "last",
+        lr: float | None = None,
+        balance: str | Iterable[str] | None = None,
+    ) -> None:
+        super().__init__(balance=balance)
+        self.alpha = check_finite_float(alpha, "`alpha` of GradNorm", min_value=0.0)
+        # Parameters of a user-given layer are kept in a tuple, not as a submodule, so they do
+        # not become this balancer's parameters (and are not optimized or saved twice).
+        self._layer: tuple[Tensor, ...] = ()
+        if isinstance(layer, str):
+            if layer not in ("last", "representation"):
+                raise ValueError(
+                    "`layer` of GradNorm must be 'last', 'representation', an nn.Module or a list "
+                    f"of parameters; got {layer!r}"
+                )
+            self.layer = layer
+        else:
+            params = layer.parameters() if isinstance(layer, nn.Module) else layer
+            self._layer = tuple(p for p in params if p.requires_grad)
+            if not self._layer:
+                raise ValueError(
+                    "`layer` of GradNorm has no parameter that requires grad; got "
+                    f"{describe(layer)}"
+                )
+            self.layer = "given"
+        if lr is not None:
+            self.parameter_lr = check_finite_float(
+                lr, "`lr` of GradNorm", min_value=0.0, strict_min=True
+            )
+        self.weights: nn.Parameter
+        self.initial: Tensor
+        self.started: Tensor
+        self.setup_known_names()
+
+    def setup_state(self, names: tuple[str, ...], device: torch.device) -> None:
+        count = len(names)
+        self.weights = nn.Parameter(torch.ones(count, device=device))
+        self.register_buffer("initial", torch.ones(count, device=device))
+        self.register_buffer("started", torch.zeros((), dtype=torch.bool, device=device))
+
+    def _norms(self, ctx: BalanceContext) -> Tensor:
+        """``||grad_W (fixed weight * L_i)||`` per loss, detached."""
+        if self.layer == "representation":
+            jacobian = ctx.jacobian("representation")
+        else:
+            tensors = self._layer if self.layer == "given" else ctx.last_shared_parameters()
+            jacobian = ctx.jacobian_of(tensors)
+        return jacobian.norms().detach()
+
+    def factors(self, ctx: BalanceContext) -> Tensor:
+        self.require_at_least(ctx, 0.0, "the relative loss L / L(0) needs L >= 0")
+        with torch.no_grad():
+            self.initial.copy_(torch.where(self.started, self.initial, ctx.values))
+            self.started.fill_(True)
+        return self.weights.detach().clone()
+
+    def extra_loss(self, ctx: BalanceContext) -> Tensor | None:
+        if ctx.num_losses < 2:
+            return None  # a single weight is renormalized to 1: nothing to learn
+        norms = self._norms(ctx)
+        with torch.no_grad():
+            relative = ctx.values / self.initial.clamp_min(1e-12)
+            rate = relative / relative.mean().clamp_min(1e-12)
+            target = (self.weights * norms).mean() * rate.pow(self.alpha)
+        return (self.weights * norms - target).abs().sum()
+
+    @torch.no_grad()
+    def on_optimizer_step(self) -> None:
+        if self._names is None:
+            return
+        positive = self.weights.clamp_min(1e-6)
+        self.weights.copy_(positive * (len(self._names) / positive.sum()))
+
+    def state_diagnostics(self) -> dict[str, Tensor | float]:
+        if self._names is None:
+            return {}
+        return {f"weight/{name}": self.weights[i] for i, name in enumerate(self._names)}
+
+    def hyperparameters(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {"alpha": self.alpha, "layer": self.layer}
+        if self.parameter_lr is not None:
+            fields["lr"] = self.parameter_lr
+        return fields
