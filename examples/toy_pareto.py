@@ -19,6 +19,7 @@ writes ``toy_pareto.png`` (trajectories over the contours of the mean loss, in x
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -251,17 +252,39 @@ def plot(results: dict[str, list[np.ndarray]], front: np.ndarray, out: Path) -> 
     return paths
 
 
+def run_sum(steps: int, every: int) -> list[np.ndarray]:
+    """The five Sum runs in one call: ``Sum().backward`` of the ten losses (Sum is separable,
+    each start's parameters only see its own two losses)."""
+    torch.set_num_threads(1)
+    x = torch.nn.Parameter(torch.tensor(INITS, dtype=torch.float32))
+    optimizer = torch.optim.Adam([x], lr=1e-3)
+    balancer = Sum()
+    trajectory = []
+    for step in range(steps):
+        if step % every == 0:
+            trajectory.append(x.detach().numpy().copy())
+        optimizer.zero_grad()
+        l1, l2 = toy_losses(x)
+        losses = {f"l{j}/{k}": loss[k] for j, loss in ((1, l1), (2, l2)) for k in range(len(INITS))}
+        balancer.backward(losses)
+        optimizer.step()
+    trajectory.append(x.detach().numpy().copy())
+    return list(np.stack(trajectory).transpose(1, 0, 2))
+
+
 def _job(method: str, steps: int, every: int, api: bool) -> list[np.ndarray]:
     if method in WEIGHTS and not api:
         return run_fast(method, steps, every)
+    if method == "Sum (LS)" and not api:
+        return run_sum(steps, every)
     return [run_api(method, i, steps, every) for i in range(len(INITS))]
 
 
 def check(methods: list[str], steps: int = 300) -> None:
     """The fast path must follow the API path step for step (first start, ``steps`` steps)."""
     for method in methods:
-        if method in WEIGHTS:
-            fast = run_fast(method, steps, 1)[0]
+        if method in WEIGHTS or method == "Sum (LS)":
+            fast = _job(method, steps, 1, api=False)[0]
             api = run_api(method, 0, steps, 1)
             gap = float(np.abs(fast - api).max())
             if gap > 1e-4:
@@ -281,7 +304,9 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     if not args.api:
         check(args.methods)
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+    # "spawn": a forked child would inherit the parent's OpenMP state and can deadlock.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as pool:
         jobs = [pool.submit(_job, m, args.steps, args.every, args.api) for m in args.methods]
         results = {m: job.result() for m, job in zip(args.methods, jobs, strict=True)}
     front = pareto_set()

@@ -45,3 +45,31 @@ def test_device_rules() -> None:
     assert can_read(torch.zeros(1))
     assert solver_dtype(torch.device("cpu")) == torch.float64
     assert solver_dtype(torch.device("mps")) == torch.float32
+
+
+@pytest.mark.parametrize("rows", [2, 3, 6])
+def test_fixed_iteration_budgets_give_the_same_weights(
+    rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On accelerators the solvers never read a value back and run their whole budget; a
+    solved problem must then stay put. Simulated here by making the CPU 'unreadable'."""
+    from multiloss.balancing import _minnorm, _qp, nashmtl
+    from multiloss.balancing.cagrad import cagrad_weights
+    from multiloss.balancing.mgda import mgda_weights
+    from multiloss.balancing.nashmtl import nash_weights
+    from multiloss.balancing.upgrad import upgrad_weights
+    from tests.balancing.gradients import random_jacobian
+
+    g = random_jacobian(rows, 5, seed=rows, shared=0.2)
+    gram = g @ g.T
+    solvers = {
+        "upgrad": lambda: upgrad_weights(gram),
+        "cagrad": lambda: cagrad_weights(gram),
+        "mgda": lambda: mgda_weights(gram)[0],
+        "nash": lambda: nash_weights(gram)[0],
+    }
+    early = {name: solve() for name, solve in solvers.items()}
+    for module in (_minnorm, _qp, nashmtl):
+        monkeypatch.setattr(module, "can_read", lambda tensor: False)
+    for name, solve in solvers.items():
+        torch.testing.assert_close(solve(), early[name], msg=name)

@@ -67,24 +67,26 @@ def min_norm_weights(
         diag = work.diagonal()
         gamma, cost = segment_min(diag[:, None], work, diag[None, :])
         upper = torch.ones(t, t, dtype=torch.bool, device=work.device).triu(diagonal=1)
-        best = torch.where(upper, cost, torch.inf).flatten().argmin()
-        i, j = best // t, best % t
-        eye = torch.eye(t, dtype=work.dtype, device=work.device)
-        w = gamma.flatten()[best] * eye[i] + (1 - gamma.flatten()[best]) * eye[j]
+        # One-hot arithmetic instead of indexing with device tensors: never a host read.
+        chosen = torch.where(upper, cost, torch.inf).flatten().argmin()
+        pick = (torch.arange(t * t, device=work.device) == chosen).to(work.dtype).view(t, t)
+        g = (gamma * pick).sum()
+        w = g * pick.sum(dim=1) + (1 - g) * pick.sum(dim=0)  # g e_i + (1 - g) e_j
         if t == 2:
             return w.to(gram.dtype), iterations
         gw = work @ w
         readable = can_read(gram)
+        arange = torch.arange(t, device=work.device)
         for _ in range(max_iter):
             # Frank-Wolfe vertex: the gradient with the least inner product with the current point.
-            k = gw.argmin()
-            step, _ = segment_min(w @ gw, gw[k], work[k, k])  # weight kept on the current point
-            move = (1 - step) * (eye[k] - w)
-            change = move.abs().sum()
-            moving = change >= tol
+            vertex = (arange == gw.argmin()).to(work.dtype)  # e_k
+            column = vertex @ work  # G e_k
+            step, _ = segment_min(w @ gw, vertex @ gw, vertex @ column)  # weight kept on w
+            move = (1 - step) * (vertex - w)
+            moving = move.abs().sum() >= tol
             iterations = iterations + moving.long()
             w = torch.where(moving, w + move, w)
-            gw = torch.where(moving, step * gw + (1 - step) * work[k], gw)
+            gw = torch.where(moving, step * gw + (1 - step) * column, gw)
             if readable and not bool(moving):
                 break
         return w.to(gram.dtype), iterations
