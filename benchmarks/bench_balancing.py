@@ -211,13 +211,65 @@ def run(quick: bool = False, memory: bool = False, threads: int = 2) -> list[dic
     return rows
 
 
+def breakdown(tasks: int = 8, rounds: int = 9) -> list[dict]:
+    """Where the time of a parameter-level step goes (the engine is balance-a's)."""
+    from multiloss.balancing._jacobian import Jacobian, _stack, per_loss_gradients
+    from multiloss.balancing.upgrad import upgrad_weights
+
+    problem = Problem(tasks)
+    shared = list(problem.trunk.parameters())
+    eye = torch.eye(tasks)
+    _, losses = problem.losses()
+    blocks, _ = per_loss_gradients(list(losses.values()), shared, retain_graph=False)
+    jacobian = Jacobian(blocks)
+    gram = jacobian.gramian()
+
+    def engine() -> None:  # what GradientBalancer uses: one batched backward through all
+        _, losses = problem.losses()
+        per_loss_gradients(list(losses.values()), shared, retain_graph=False)
+
+    def two_stage() -> None:  # per-loss dL/dz through the heads, then one batched trunk pass
+        z, losses = problem.losses()
+        (dz,) = torch.autograd.grad(
+            _stack(list(losses.values())), z, eye, retain_graph=True, is_grads_batched=True
+        )
+        torch.autograd.grad(z, shared, dz, is_grads_batched=True)
+
+    def loop() -> None:
+        _, losses = problem.losses()
+        values = list(losses.values())
+        for t, loss in enumerate(values):
+            torch.autograd.grad(loss, shared, retain_graph=t < tasks - 1)
+
+    def gramian() -> None:
+        jacobian._raw_gramian = None
+        jacobian.gramian()
+
+    parts: dict[str, Step] = {
+        "forward + sum backward": lambda: sum(problem.losses()[1].values()).backward(),  # type: ignore[union-attr]
+        "forward + loop of autograd.grad": loop,
+        "forward + engine (batched, all losses)": engine,
+        "forward + two-stage engine (via z)": two_stage,
+        "Gram matrix J J^T": gramian,
+        "UPGrad weights (solver)": lambda: upgrad_weights(gram),
+        "update J^T w": lambda: jacobian.combine(torch.ones(tasks)),
+    }
+    medians = time_steps(parts, rounds)
+    return [{"T": tasks, "part": k, "ms": 1e3 * v} for k, v in medians.items()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--memory", action="store_true", help="peak memory, one process each")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--breakdown", action="store_true", help="time the parts of a step")
     args = parser.parse_args()
-    rows = run(quick=args.quick, memory=args.memory, threads=args.threads)
+    if args.breakdown:
+        torch.set_num_threads(args.threads)
+        rows = breakdown()
+    else:
+        rows = run(quick=args.quick, memory=args.memory, threads=args.threads)
     keys = list(dict.fromkeys(k for row in rows for k in row))
     print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
     for row in rows:

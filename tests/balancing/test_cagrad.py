@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import minimize, minimize_scalar
 
 from multiloss.balancing import CAGrad
 from multiloss.balancing.cagrad import cagrad_weights
-from tests.balancing.gradients import jacobians, random_jacobian
+from tests.balancing.gradients import jacobians, min_norm_in_hull, random_jacobian
 
 
 def official_slsqp(g: np.ndarray, c: float) -> np.ndarray:
@@ -69,8 +69,10 @@ def test_update_is_the_best_worst_case_in_the_ball(g: torch.Tensor, c: float, se
     t = g.shape[0]
     g0 = g.mean(dim=0)
     radius = c * float(g0.norm())
-    if radius < 1e-6:
-        return  # the ball is a point: nothing to optimize
+    # Not Pareto-stationary (no convex combination of the gradients vanishes: the dual's
+    # g_w would be 0 and CAGrad falls back to the mean gradient), and a non-trivial ball.
+    assume(min_norm_in_hull(g.numpy()) > 1e-6 * float((g * g).sum()))
+    assume(radius > 1e-6)
     d = cagrad_weights(g @ g.T, c) @ g * (1 + c * c) / t
     assert float((d - g0).norm()) <= radius * (1 + 1e-6) + 1e-9
     best = float((g @ d).min())
@@ -88,6 +90,19 @@ def test_c_zero_is_sum_and_rescale_options() -> None:
     quadratic = cagrad_weights(g @ g.T, 0.5, "quadratic")
     torch.testing.assert_close(cagrad_weights(g @ g.T, 0.5, "none"), quadratic * 1.25)
     torch.testing.assert_close(cagrad_weights(g @ g.T, 0.5, "linear"), quadratic * 1.25 / 1.5)
+
+
+def test_pareto_stationary_point_falls_back_to_the_mean_gradient() -> None:
+    g = torch.tensor([[0.0, 0.0], [0.0, -0.0069], [0.0, 0.01], [0.01, 0.0]], dtype=torch.float64)
+    weights = cagrad_weights(g @ g.T, 0.5)  # a zero gradient: 0 is in the convex hull
+    torch.testing.assert_close(weights, torch.full((4,), 1 / 1.25, dtype=g.dtype))
+
+
+def test_warm_start_gives_the_same_weights() -> None:
+    g = random_jacobian(6, 9, 3)
+    cold = cagrad_weights(g @ g.T)
+    for start in (torch.eye(6)[2], torch.full((6,), float("nan")), torch.ones(6)):
+        torch.testing.assert_close(cagrad_weights(g @ g.T, start=start), cold)
 
 
 def test_weights_are_positive_and_finite_on_degenerate_input() -> None:

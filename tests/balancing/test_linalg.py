@@ -66,6 +66,7 @@ def test_fixed_iteration_budgets_give_the_same_weights(
         "upgrad": lambda: upgrad_weights(gram),
         "cagrad": lambda: cagrad_weights(gram),
         "mgda": lambda: mgda_weights(gram)[0],
+        "mgda-exact": lambda: mgda_weights(gram, solver="exact")[0],
         "nash": lambda: nash_weights(gram)[0],
     }
     early = {name: solve() for name, solve in solvers.items()}

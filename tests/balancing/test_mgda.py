@@ -96,6 +96,7 @@ def test_iterations_are_in_the_diagnostics() -> None:
     ("kwargs", "error", "match"),
     [
         ({"normalization": "norm"}, ValueError, r"`normalization` of MGDA must be one of \{'none'"),
+        ({"solver": "cvxpy"}, ValueError, r"`solver` of MGDA must be one of \{'frank-wolfe'"),
         ({"max_iter": -1}, ValueError, "`max_iter` of MGDA must be >= 0; got -1"),
         ({"max_iter": 2.5}, TypeError, "`max_iter` of MGDA must be an int"),
         ({"tol": 0.0}, ValueError, r"`tol` of MGDA must be > 0.0; got 0.0"),
@@ -106,7 +107,18 @@ def test_bad_arguments_are_named(kwargs: dict, error: type, match: str) -> None:
         MGDA(**kwargs)
 
 
+def test_exact_and_frank_wolfe_agree_through_the_balancer() -> None:
+    trunk, heads, x = _model()
+    results = []
+    for solver in ("frank-wolfe", "exact"):
+        z = trunk(x)
+        losses = {f"t{i}": (h(z).squeeze(1) - i).pow(2).mean() for i, h in enumerate(heads)}
+        results.append(MGDA(solver=solver).backward(losses))
+    assert results[0] == pytest.approx(results[1], abs=1e-3)
+
+
 def test_repr_shows_hyperparameters() -> None:
+    assert repr(MGDA(solver="exact")) == "MGDA(normalization='none', solver='exact')"
     assert repr(MGDA()) == "MGDA(normalization='none')"
     assert (
         repr(MGDA(normalization="loss+", level="representation"))

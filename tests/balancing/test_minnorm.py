@@ -6,7 +6,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 
-from multiloss.balancing._minnorm import min_norm_weights, segment_min
+from multiloss.balancing._minnorm import min_norm_exact, min_norm_weights, segment_min
 from tests.balancing.gradients import jacobians, min_norm_in_hull
 
 
@@ -59,3 +59,23 @@ def test_single_loss_and_bad_gram() -> None:
     assert w.tolist() == [1.0]
     with pytest.raises(ValueError, match=r"`gram` of MGDA must have at least one row"):
         min_norm_weights(torch.zeros(0, 0))
+
+
+@settings(max_examples=80, deadline=None)
+@given(g=jacobians(min_rows=1, max_rows=5))
+def test_exact_solver_reaches_the_minimum_norm(g: torch.Tensor) -> None:
+    w, _ = min_norm_exact(g @ g.T)
+    assert float(w.sum()) == pytest.approx(1.0)
+    assert (w >= 0).all()
+    exact = min_norm_in_hull(g.numpy())
+    assert float((w @ g).norm() ** 2) <= exact + 1e-10 * float((g * g).sum()) + 1e-15
+
+
+def test_exact_solver_is_fast_where_frank_wolfe_zigzags() -> None:
+    g = torch.eye(6, dtype=torch.float64) * torch.arange(1, 7)[:, None]  # orthogonal
+    _, fw_iterations = min_norm_weights(g @ g.T)
+    w, iterations = min_norm_exact(g @ g.T)
+    # Orthogonal gradients: w_i proportional to 1 / ||g_i||^2.
+    expected = 1 / torch.arange(1, 7, dtype=torch.float64) ** 2
+    torch.testing.assert_close(w, expected / expected.sum())
+    assert int(iterations) <= 2 < int(fw_iterations)

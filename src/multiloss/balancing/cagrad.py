@@ -28,7 +28,7 @@ from multiloss.balancing._qp import minimize_active_set
 from multiloss.balancing.context import BalanceContext
 from multiloss.balancing.gradient import GradientBalancer
 
-__all__ = ["RESCALE", "CAGrad", "cagrad_weights"]
+__all__ = ["RESCALE", "CAGrad", "cagrad_solve", "cagrad_weights"]
 
 #: ``rescale`` options: divide the update by ``1 + c^2`` (official default), by ``1 + c``, or not.
 RESCALE = ("quadratic", "linear", "none")
@@ -38,13 +38,17 @@ RESCALE = ("quadratic", "linear", "none")
 _SMOOTH = 1e-16
 
 
-def cagrad_weights(gram: Tensor, c: float = 0.4, rescale: str = "quadratic") -> Tensor:
+def cagrad_weights(
+    gram: Tensor, c: float = 0.4, rescale: str = "quadratic", start: Tensor | None = None
+) -> Tensor:
     """Per-loss weights of CAGrad from the Gram matrix of the loss gradients.
 
     Args:
         gram: ``G = J J^T``, shape (T, T).
         c: Radius of the ball around the mean gradient, relative to its norm (``c >= 0``).
         rescale: One of :data:`RESCALE`.
+        start: Simplex weights to start the solver from (e.g. the previous step's, see
+            :func:`cagrad_solve`); only the speed depends on it.
 
     Returns:
         ``w`` (T,) such that the CAGrad update (times T, as in the official code) is ``J^T w``.
@@ -56,6 +60,13 @@ def cagrad_weights(gram: Tensor, c: float = 0.4, rescale: str = "quadratic") -> 
         >>> torch.allclose(w, torch.ones(2))
         True
     """
+    return cagrad_solve(gram, c, rescale, start)[0]
+
+
+def cagrad_solve(
+    gram: Tensor, c: float = 0.4, rescale: str = "quadratic", start: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """:func:`cagrad_weights` and the simplex weights ``w`` of the dual (a warm start)."""
     check_gram(gram, "CAGrad")
     with single_thread(gram.device):
         t = gram.shape[0]
@@ -64,22 +75,36 @@ def cagrad_weights(gram: Tensor, c: float = 0.4, rescale: str = "quadratic") -> 
         g0_norm = work.mean().clamp(min=0).sqrt()  # ||g0||, since ||g0||^2 = 1^T G 1 / T^2
         radius = c * g0_norm
         if c == 0:  # the objective is linear in w and the correction term vanishes
-            return (torch.ones(t, dtype=work.dtype, device=work.device)).to(gram.dtype)
-        w = _solve(work, b, radius)
+            ones = torch.ones(t, dtype=gram.dtype, device=gram.device)
+            return ones, ones / t
+        w = _solve(work, b, radius, start)
         gw_norm = (w @ work @ w).clamp(min=0).sqrt()
-        # ||g_w|| = 0 means the mean gradient's ball already touches a Pareto-stationary point;
-        # the direction of g_w is then undefined and the correction term is dropped.
-        usable = gw_norm > 1e-12
+        # ||g_w|| ~ 0 (relative to the gradients, which have trace 1 here) means some convex
+        # combination of the gradients vanishes: the point is Pareto-stationary, the direction
+        # of g_w is undefined, and lambda = radius / ||g_w|| would blow up the weights (their
+        # float32 combination would cancel catastrophically). The correction term is dropped
+        # (update = the mean gradient); torchjd uses the same 1e-4 threshold.
+        usable = gw_norm > 1e-4
         lam = torch.where(usable, radius / torch.where(usable, gw_norm, 1), 0)
         weights = 1.0 + t * lam * w
         divisor = {"quadratic": 1.0 + c * c, "linear": 1.0 + c, "none": 1.0}[rescale]
-        return (weights / divisor).to(gram.dtype)
+        return (weights / divisor).to(gram.dtype), w.to(gram.dtype)
 
 
-def _solve(work: Tensor, b: Tensor, radius: Tensor) -> Tensor:
-    """``argmin_{w in simplex}  b . w + radius * sqrt(w^T G w)``, from the uniform start."""
+def _solve(work: Tensor, b: Tensor, radius: Tensor, warm: Tensor | None) -> Tensor:
+    """``argmin_{w in simplex}  b . w + radius * sqrt(w^T G w)``.
+
+    From ``warm`` (projected back onto the simplex; its zeros start in the working set) when it
+    is usable, else from the uniform weights (the official code's start).
+    """
     t = work.shape[0]
-    start = torch.full((1, t), 1.0 / t, dtype=work.dtype, device=work.device)
+    uniform = torch.full((1, t), 1.0 / t, dtype=work.dtype, device=work.device)
+    start = uniform
+    if warm is not None and warm.shape == (t,):
+        guess = warm.to(work).clamp(min=0)[None]
+        total = guess.sum()
+        ok = torch.isfinite(total) & (total > 0)
+        start = torch.where(ok, guess / torch.where(ok, total, 1), uniform)
 
     def value(v: Tensor) -> Tensor:
         quad = ((v @ work) * v).sum(dim=-1)
@@ -97,7 +122,7 @@ def _solve(work: Tensor, b: Tensor, radius: Tensor) -> Tensor:
         grad_hess,
         start,
         torch.zeros_like(start),
-        fixed=torch.zeros_like(start, dtype=torch.bool),
+        fixed=start <= 0,
         simplex=True,
         value=value,
         max_iter=8 * t + 16,
@@ -142,9 +167,15 @@ class CAGrad(GradientBalancer):
         super().__init__(level=level, balance=balance)
         self.c = check_finite_float(c, "`c` of CAGrad", min_value=0.0)
         self.rescale = check_choice(rescale, "`rescale` of CAGrad", RESCALE)
+        # The previous step's dual weights: a warm start for the solver (the solution is the
+        # same from any start, so this is not saved with the state).
+        self._warm: tuple[tuple[str, ...], Tensor] | None = None
 
     def weigh(self, gramian: Tensor, ctx: BalanceContext) -> Tensor:
-        return cagrad_weights(gramian, self.c, self.rescale)
+        warm = self._warm[1] if self._warm is not None and self._warm[0] == ctx.names else None
+        weights, w = cagrad_solve(gramian, self.c, self.rescale, warm)
+        self._warm = (ctx.names, w.detach())
+        return weights
 
     def hyperparameters(self) -> dict[str, object]:
         fields: dict[str, object] = {"c": self.c}

@@ -22,15 +22,17 @@ from torch import Tensor
 
 from multiloss._validation import check_choice, check_finite_float, check_int
 from multiloss.balancing._linalg import check_gram
-from multiloss.balancing._minnorm import min_norm_weights
+from multiloss.balancing._minnorm import min_norm_exact, min_norm_weights
 from multiloss.balancing._plan import Level
 from multiloss.balancing.context import BalanceContext
 from multiloss.balancing.gradient import GradientBalancer
 
-__all__ = ["MGDA", "NORMALIZATIONS", "mgda_weights"]
+__all__ = ["MGDA", "NORMALIZATIONS", "SOLVERS", "mgda_weights"]
 
 #: ``normalization`` options, named as in the official code.
 NORMALIZATIONS = ("none", "l2", "loss", "loss+")
+#: ``solver`` options: the paper's Frank-Wolfe (default), or the exact active-set solver.
+SOLVERS = ("frank-wolfe", "exact")
 
 
 def mgda_weights(
@@ -38,6 +40,7 @@ def mgda_weights(
     losses: Tensor | None = None,
     *,
     normalization: str = "none",
+    solver: str = "frank-wolfe",
     max_iter: int = 250,
     tol: float = 1e-5,
 ) -> tuple[Tensor, Tensor]:
@@ -48,6 +51,7 @@ def mgda_weights(
         losses: Loss values (T,), needed by the ``"loss"`` and ``"loss+"`` normalizations,
             which assume positive losses (non-positive ones give non-finite weights).
         normalization: One of :data:`NORMALIZATIONS`.
+        solver: One of :data:`SOLVERS`.
         max_iter: Frank-Wolfe iteration budget (official 250).
         tol: Frank-Wolfe stopping threshold on the L1 change of the weights (official 1e-5).
 
@@ -59,8 +63,14 @@ def mgda_weights(
         tensor([0.2000, 0.8000])
     """
     check_gram(gram, "MGDA")
+
+    def solve(matrix: Tensor) -> tuple[Tensor, Tensor]:
+        if solver == "exact":
+            return min_norm_exact(matrix)
+        return min_norm_weights(matrix, max_iter=max_iter, tol=tol)
+
     if normalization == "none":
-        return min_norm_weights(gram, max_iter=max_iter, tol=tol)
+        return solve(gram)
     norms = gram.diagonal().clamp(min=0).sqrt()
     if normalization == "l2":
         # A zero gradient stays zero whatever it is divided by.
@@ -93,6 +103,9 @@ class MGDA(GradientBalancer):
         normalization: Gradient normalizer before solving (official ``gradient_normalizers``):
             ``"none"`` (default, the paper's MGDA), ``"l2"``, ``"loss"`` or ``"loss+"``. The
             last two divide by the loss value and so need positive losses.
+        solver: ``"frank-wolfe"`` (the paper's Algorithm 2 with the official stopping rule;
+            default) or ``"exact"`` (active set: exact, and much faster when the gradients are
+            nearly orthogonal, where Frank-Wolfe uses its whole budget).
         max_iter: Frank-Wolfe iteration budget (official 250); the iterations used are in the
             diagnostics as ``balance/mgda/iterations``.
         tol: Frank-Wolfe stopping threshold on the L1 change of the weights (official 1e-5).
@@ -113,6 +126,7 @@ class MGDA(GradientBalancer):
         self,
         *,
         normalization: str = "none",
+        solver: str = "frank-wolfe",
         max_iter: int = 250,
         tol: float = 1e-5,
         level: Level = "parameters",
@@ -120,6 +134,7 @@ class MGDA(GradientBalancer):
     ) -> None:
         super().__init__(level=level, balance=balance)
         self.normalization = check_choice(normalization, "`normalization` of MGDA", NORMALIZATIONS)
+        self.solver = check_choice(solver, "`solver` of MGDA", SOLVERS)
         self.max_iter = check_int(max_iter, "`max_iter` of MGDA", min_value=0)
         self.tol = check_finite_float(tol, "`tol` of MGDA", min_value=0.0, strict_min=True)
         self._iterations: Tensor | None = None
@@ -132,7 +147,12 @@ class MGDA(GradientBalancer):
                 ctx, 0.0, f"MGDA's {self.normalization!r} normalization divides by the loss"
             )
         weights, self._iterations = mgda_weights(
-            gramian, values, normalization=self.normalization, max_iter=self.max_iter, tol=self.tol
+            gramian,
+            values,
+            normalization=self.normalization,
+            solver=self.solver,
+            max_iter=self.max_iter,
+            tol=self.tol,
         )
         return weights
 
@@ -141,6 +161,8 @@ class MGDA(GradientBalancer):
 
     def hyperparameters(self) -> dict[str, object]:
         fields: dict[str, object] = {"normalization": self.normalization}
+        if self.solver != "frank-wolfe":
+            fields["solver"] = self.solver
         if self.max_iter != 250:
             fields["max_iter"] = self.max_iter
         if self.tol != 1e-5:
