@@ -19,7 +19,18 @@ def test_normalize_gram_has_unit_trace_and_keeps_zero() -> None:
     work, trace = normalize_gram(gram)
     assert work.dtype == torch.float64
     assert float(trace) == 6.0
-    torch.testing.assert_close(work, gram.double() / 6)
+    # Unit trace, plus a shift of T * eps(float32) on the diagonal.
+    shift = 2 * torch.finfo(torch.float32).eps
+    torch.testing.assert_close(work, gram.double() / 6 + shift * torch.eye(2, dtype=torch.float64))
+
+
+def test_normalize_gram_repairs_rounding_indefiniteness() -> None:
+    # Two opposite float32 gradients: their Gram matrix can come out with a negative
+    # eigenvalue from rounding alone (this one did, at a step of the toy example).
+    g = torch.tensor([[-0.25441, -0.000612], [0.25447, 0.000688]])
+    gram = g @ g.T
+    work, _ = normalize_gram(gram)
+    assert float(torch.linalg.eigvalsh(work).min()) > 0
     zero, _ = normalize_gram(torch.zeros(2, 2))
     assert zero.abs().sum() == 0
 

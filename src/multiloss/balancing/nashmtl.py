@@ -76,7 +76,9 @@ def nash_weights(
         norm = torch.linalg.matrix_norm(work)
         work = work / torch.where(norm > 0, norm, torch.ones_like(norm))
         eye = torch.eye(t, dtype=dtype, device=gram.device)
-        work = work + _RIDGE * eye
+        # Rounding of a float32 Gram matrix can leave it slightly indefinite (see
+        # ``normalize_gram``): shift by that rounding, and by the ridge at least.
+        work = work + max(_RIDGE, t * torch.finfo(gram.dtype).eps) * eye
         alpha = torch.ones(t, dtype=dtype, device=gram.device)
         if start is not None:
             start = start.to(alpha)
