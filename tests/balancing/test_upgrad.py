@@ -47,7 +47,8 @@ def test_opposite_gradients_give_zero_update() -> None:
     g = torch.tensor([[1.0, 2.0], [-2.0, -4.0]])
     weights = upgrad_weights(g @ g.T)
     assert torch.isfinite(weights).all()
-    torch.testing.assert_close(weights @ g, torch.zeros(2), atol=1e-6, rtol=0)
+    # Zero up to the float32 rounding of the Gram matrix (relative ~1e-7).
+    torch.testing.assert_close(weights @ g, torch.zeros(2), atol=1e-5 * float(g.norm()), rtol=0)
 
 
 def test_bad_gram_is_named() -> None:

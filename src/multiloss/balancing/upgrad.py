@@ -92,7 +92,8 @@ class UPGrad(GradientBalancer):
         >>> import torch
         >>> w = torch.nn.Parameter(torch.tensor([1.0, 1.0]))
         >>> losses = {"a": w @ torch.tensor([1.0, 0.0]), "b": w @ torch.tensor([-1.0, 1.0])}
-        >>> UPGrad().backward(losses)
+        >>> weights = UPGrad().backward(losses)
+        >>> {name: round(value, 4) for name, value in weights.items()}
         {'a': 1.0, 'b': 0.75}
         >>> w.grad  # the inner product with (1, 0) and with (-1, 1) are both >= 0
         tensor([0.2500, 0.7500])
