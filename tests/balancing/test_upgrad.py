@@ -8,8 +8,8 @@ import torch
 from hypothesis import given, settings
 
 from multiloss.balancing import UPGrad
-from multiloss.balancing.upgrad import upgrad_weights
-from tests.balancing.gradients import jacobians, project_onto_dual_cone
+from multiloss.balancing.upgrad import upgrad_solve, upgrad_weights
+from tests.balancing.gradients import jacobians, project_onto_dual_cone, random_jacobian
 
 
 @settings(max_examples=60, deadline=None)
@@ -49,6 +49,15 @@ def test_opposite_gradients_give_zero_update() -> None:
     assert torch.isfinite(weights).all()
     # Zero up to the float32 rounding of the Gram matrix (relative ~1e-7).
     torch.testing.assert_close(weights @ g, torch.zeros(2), atol=1e-5 * float(g.norm()), rtol=0)
+
+
+def test_warm_start_gives_the_same_weights() -> None:
+    g = random_jacobian(6, 8, 5, shared=-0.3)  # plenty of conflicts
+    cold, duals = upgrad_solve(g @ g.T)
+    other = random_jacobian(6, 8, 6, shared=-0.3)
+    _, elsewhere = upgrad_solve(other @ other.T)
+    for start in (duals, elsewhere, torch.full((6, 6), float("nan")), torch.zeros(6, 6)):
+        torch.testing.assert_close(upgrad_solve(g @ g.T, start=start)[0], cold)
 
 
 def test_bad_gram_is_named() -> None:

@@ -31,7 +31,7 @@ from multiloss.balancing._qp import minimize_active_set
 from multiloss.balancing.context import BalanceContext
 from multiloss.balancing.gradient import GradientBalancer
 
-__all__ = ["UPGrad", "upgrad_weights"]
+__all__ = ["UPGrad", "upgrad_solve", "upgrad_weights"]
 
 
 def upgrad_weights(gram: Tensor, preference: Tensor | None = None) -> Tensor:
@@ -53,6 +53,18 @@ def upgrad_weights(gram: Tensor, preference: Tensor | None = None) -> Tensor:
         >>> bool((g @ update >= -1e-6).all())  # conflicts with neither
         True
     """
+    return upgrad_solve(gram, preference)[0]
+
+
+def upgrad_solve(
+    gram: Tensor, preference: Tensor | None = None, start: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """:func:`upgrad_weights` and the (T, T) dual vectors of the projections (a warm start).
+
+    ``start`` (e.g. the previous step's dual vectors) only changes how fast the active-set
+    solver gets there: it starts from ``max(start, u)`` with the entries at their bound in the
+    working set, instead of from ``u`` with every entry there.
+    """
     check_gram(gram, "UPGrad")
     with single_thread(gram.device):
         t = gram.shape[0]
@@ -60,20 +72,24 @@ def upgrad_weights(gram: Tensor, preference: Tensor | None = None) -> Tensor:
         if preference is None:
             preference = torch.full((t,), 1.0 / t, dtype=work.dtype, device=work.device)
         lower = torch.diag(preference.to(work))  # row i: u = preference_i * e_i
-        batch = work.expand(t, t, t)
+        first = lower
+        if start is not None and start.shape == (t, t):
+            guess = start.to(work)
+            first = torch.where(torch.isfinite(guess), torch.maximum(guess, lower), lower)
+        hess = 2 * work.expand(t, t, t)
 
         def grad_hess(v: Tensor) -> tuple[Tensor, Tensor]:
-            return 2 * v @ work, 2 * batch
+            return 2 * v @ work, hess
 
         solution, _ = minimize_active_set(
             grad_hess,
-            lower.clone(),
+            first,
             lower,
-            fixed=torch.ones(t, t, dtype=torch.bool, device=work.device),
+            fixed=first <= lower,
             simplex=False,
             max_iter=4 * t + 4,
         )
-        return solution.sum(dim=0).to(gram.dtype)
+        return solution.sum(dim=0).to(gram.dtype), solution.to(gram.dtype)
 
 
 class UPGrad(GradientBalancer):
@@ -103,6 +119,12 @@ class UPGrad(GradientBalancer):
         self, *, level: Level = "parameters", balance: str | Iterable[str] | None = None
     ) -> None:
         super().__init__(level=level, balance=balance)
+        # The previous step's dual vectors: a warm start (the result does not depend on it,
+        # so it is not saved with the state).
+        self._warm: tuple[tuple[str, ...], Tensor] | None = None
 
     def weigh(self, gramian: Tensor, ctx: BalanceContext) -> Tensor:
-        return upgrad_weights(gramian)
+        warm = self._warm[1] if self._warm is not None and self._warm[0] == ctx.names else None
+        weights, duals = upgrad_solve(gramian, start=warm)
+        self._warm = (ctx.names, duals.detach())
+        return weights
