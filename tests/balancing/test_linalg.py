@@ -19,9 +19,7 @@ def test_normalize_gram_has_unit_trace_and_keeps_zero() -> None:
     work, trace = normalize_gram(gram)
     assert work.dtype == torch.float64
     assert float(trace) == 6.0
-    # Unit trace, plus a shift of T * eps(float32) on the diagonal.
-    shift = 2 * torch.finfo(torch.float32).eps
-    torch.testing.assert_close(work, gram.double() / 6 + shift * torch.eye(2, dtype=torch.float64))
+    torch.testing.assert_close(work, gram.double() / 6)  # positive definite: not shifted
 
 
 def test_normalize_gram_repairs_rounding_indefiniteness() -> None:
@@ -29,8 +27,11 @@ def test_normalize_gram_repairs_rounding_indefiniteness() -> None:
     # eigenvalue from rounding alone (this one did, at a step of the toy example).
     g = torch.tensor([[-0.25441, -0.000612], [0.25447, 0.000688]])
     gram = g @ g.T
+    assert float(torch.linalg.eigvalsh(gram.double()).min()) < 0
     work, _ = normalize_gram(gram)
     assert float(torch.linalg.eigvalsh(work).min()) > 0
+    shift = 2 * torch.finfo(torch.float32).eps
+    torch.testing.assert_close(work, gram.double() / gram.trace() + shift * torch.eye(2).double())
     zero, _ = normalize_gram(torch.zeros(2, 2))
     assert zero.abs().sum() == 0
 

@@ -76,9 +76,11 @@ def nash_weights(
         norm = torch.linalg.matrix_norm(work)
         work = work / torch.where(norm > 0, norm, torch.ones_like(norm))
         eye = torch.eye(t, dtype=dtype, device=gram.device)
-        # Rounding of a float32 Gram matrix can leave it slightly indefinite (see
-        # ``normalize_gram``): shift by that rounding, and by the ridge at least.
-        work = work + max(_RIDGE, t * torch.finfo(gram.dtype).eps) * eye
+        work = work + _RIDGE * eye
+        # Rounding of a float32 Gram matrix can leave it slightly indefinite: shift by the
+        # size of that rounding, but only then (see ``normalize_gram`` for why not always).
+        _, info = torch.linalg.cholesky_ex(work)
+        work = work + torch.where(info > 0, t * torch.finfo(gram.dtype).eps, 0.0) * eye
         alpha = torch.ones(t, dtype=dtype, device=gram.device)
         if start is not None:
             start = start.to(alpha)
