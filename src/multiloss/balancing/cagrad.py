@@ -127,7 +127,7 @@ def _solve(work: Tensor, b: Tensor, radius: Tensor, warm: Tensor | None) -> Tens
         simplex=True,
         value=value,
         max_iter=8 * t + 16,
-        tol=1e-12,
+        tol=1e-9,
     )
     return w[0]
 
