@@ -51,3 +51,14 @@ __all__ = [
     "per_loss_gradients",
     "vector_on",
 ]
+
+# --- gradient-level methods (branch balance-b; this block only) ---------------------------------
+from multiloss.balancing.aligned_mtl import AlignedMTL
+from multiloss.balancing.cagrad import CAGrad
+from multiloss.balancing.imtl import IMTL
+from multiloss.balancing.mgda import MGDA
+from multiloss.balancing.nashmtl import NashMTL
+from multiloss.balancing.pcgrad import PCGrad
+from multiloss.balancing.upgrad import UPGrad
+
+__all__ += ["AlignedMTL", "CAGrad", "IMTL", "MGDA", "NashMTL", "PCGrad", "UPGrad"]

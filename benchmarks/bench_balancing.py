@@ -1,0 +1,283 @@
+"""Gradient-level balancers (issue 5): per-step time against torchjd and a retain_graph loop.
+
+A shared trunk of three 512-wide linear layers (ReLU) on a batch of 256, with T linear heads
+and one MSE loss per head (T = 2, 4, 8). One step is: forward, the method's backward, an SGD
+step. Variants, timed in turn (round-robin, order rotated every round) in one process:
+
+* ``sum``: ``sum(losses).backward()``, the floor of any method;
+* ``loop``: the plain loop of the official implementations: ``loss_t.backward(retain_graph=True)``
+  for each t, copying the shared gradients into a (T, P) Jacobian after each, then writing
+  their sum back (the arithmetic floor of an exact Jacobian: T backward passes);
+* ``ours``: ``Method().apply(losses, step=...)`` (shared parameters found automatically);
+* ``ours-rep``: ``Method(level="representation")`` (per-loss gradients w.r.t. the trunk
+  output only, then one backward pass);
+* ``torchjd``: ``mtl_backward(losses, features=z)`` then ``jac_to_grad(shared, Aggregator())``.
+
+Times are medians over rounds; peak memory (``--memory``) is measured per variant in a fresh
+process as the growth of the peak resident set over one ``sum`` step (CPU; the CUDA allocator's
+peak when on a GPU). ``python benchmarks/bench_balancing.py [--quick] [--memory]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from multiloss import balancing as mb
+
+Step = Callable[[], None]
+METHODS = ["UPGrad", "MGDA", "PCGrad", "CAGrad", "IMTL", "NashMTL", "AlignedMTL"]
+TORCHJD = {  # our name -> torchjd aggregator factory (given T)
+    "UPGrad": lambda t, jd: jd.UPGrad(),
+    "MGDA": lambda t, jd: jd.MGDA(),
+    "PCGrad": lambda t, jd: jd.PCGrad(),
+    "CAGrad": lambda t, jd: jd.CAGrad(c=0.4),
+    "IMTL": lambda t, jd: jd.IMTLG(),
+    "NashMTL": lambda t, jd: jd.NashMTL(n_tasks=t),
+    "AlignedMTL": lambda t, jd: jd.AlignedMTL(),
+}
+
+
+class Problem(nn.Module):
+    """Trunk of ``depth`` linear layers of ``width``, T linear heads, fixed random data."""
+
+    def __init__(self, tasks: int, *, width: int = 512, depth: int = 3, batch: int = 256) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        layers: list[nn.Module] = []
+        for _ in range(depth):
+            layers += [nn.Linear(width, width), nn.ReLU()]
+        self.trunk = nn.Sequential(*layers)
+        self.heads = nn.ModuleList(nn.Linear(width, 1) for _ in range(tasks))
+        self.x = torch.randn(batch, width)
+        self.y = torch.randn(batch, tasks) * torch.logspace(0, 1, tasks)
+        self.optimizer = torch.optim.SGD(self.parameters(), lr=1e-6)
+
+    def losses(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        z = self.trunk(self.x)
+        return z, {
+            f"task{i}": F.mse_loss(head(z).squeeze(1), self.y[:, i])
+            for i, head in enumerate(self.heads)
+        }
+
+
+def variants(problem: Problem, methods: list[str], torchjd: bool) -> dict[str, Step]:
+    """Every variant as a closure performing one full step."""
+    shared = list(problem.trunk.parameters())
+    out: dict[str, Step] = {}
+
+    def step_with(backward: Callable[[torch.Tensor, dict[str, torch.Tensor]], None]) -> Step:
+        count = [0]
+
+        def step() -> None:
+            problem.optimizer.zero_grad(set_to_none=True)
+            z, losses = problem.losses()
+            backward(z, losses)
+            problem.optimizer.step()
+            count[0] += 1
+
+        return step
+
+    out["sum"] = step_with(lambda z, losses: sum(losses.values()).backward())  # type: ignore[union-attr]
+    sizes = [p.numel() for p in shared]
+    jac = torch.empty(len(problem.heads), sum(sizes))
+
+    def loop(z: torch.Tensor, losses: dict[str, torch.Tensor]) -> None:
+        values = list(losses.values())
+        for t, loss in enumerate(values):
+            loss.backward(retain_graph=t < len(values) - 1)
+            torch.cat([p.grad.reshape(-1) for p in shared], out=jac[t])  # type: ignore[union-attr]
+            for p in shared:
+                p.grad = None
+        total = jac.sum(dim=0)
+        for p, part in zip(shared, total.split(sizes), strict=True):
+            p.grad = part.view_as(p)
+
+    out["loop"] = step_with(loop)
+    jd = _torchjd() if torchjd else None
+    for name in methods:
+        for level in ("parameters", "representation"):
+            balancer = getattr(mb, name)(level=level)
+            suffix = "" if level == "parameters" else "-rep"
+
+            def apply(z: torch.Tensor, losses: dict[str, torch.Tensor], b: mb.Balancer = balancer):
+                b.apply(losses, step=0, representation=z)
+                b.after_optimizer_step()
+
+            out[f"ours{suffix}/{name}"] = step_with(apply)
+        if jd is not None and name in TORCHJD:
+            aggregator = TORCHJD[name](len(problem.heads), jd.aggregation)
+
+            def with_torchjd(z: torch.Tensor, losses: dict[str, torch.Tensor], a=aggregator):
+                jd.autojac.mtl_backward(list(losses.values()), features=z)
+                jd.autojac.jac_to_grad(shared, a)
+
+            out[f"torchjd/{name}"] = step_with(with_torchjd)
+    return out
+
+
+def _torchjd():  # type: ignore[no-untyped-def]
+    if importlib.util.find_spec("torchjd") is None:
+        return None
+    import torchjd
+    import torchjd.aggregation
+    import torchjd.autojac
+
+    return torchjd
+
+
+def time_steps(steps: dict[str, Step], rounds: int, warmup: int = 2) -> dict[str, float]:
+    """Median seconds per step of each variant; variants in turn, order rotated every round."""
+    names = list(steps)
+    for _ in range(warmup):
+        for name in names:
+            steps[name]()
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            steps[name]()
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def peak_memory(tasks: int, variant: str) -> float:
+    """MB of peak memory above one ``sum`` step, measured in a fresh process."""
+    code = (
+        "import sys, json; sys.path[:0] = sys.argv[1:3]; "
+        "from benchmarks.bench_balancing import _measure; "
+        f"print(json.dumps(_measure({tasks}, {variant!r})))"
+    )
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(root / "src"), str(root)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def _measure(tasks: int, variant: str) -> float:
+    torch.set_num_threads(2)
+    problem = Problem(tasks)
+    steps = variants(problem, [variant.split("/")[1]] if "/" in variant else [], True)
+    steps["sum"]()
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for _ in range(3):
+        steps[variant]()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+
+
+def run(quick: bool = False, memory: bool = False, threads: int = 2) -> list[dict]:
+    """Rows of the table: one per (T, method, implementation)."""
+    torch.set_num_threads(min(threads, os.cpu_count() or 1))
+    rows: list[dict] = []
+    for tasks in (2, 8) if quick else (2, 4, 8):
+        problem = Problem(tasks)
+        medians = time_steps(variants(problem, METHODS, True), rounds=5 if quick else 15)
+        base = {"T": tasks}
+        for name in ("sum", "loop"):
+            rows.append({**base, "case": name, "ms": 1e3 * medians[name]})
+        for name in METHODS:
+            for impl in ("ours", "ours-rep", "torchjd"):
+                key = f"{impl}/{name}"
+                if key not in medians:
+                    continue
+                row = {**base, "case": key, "ms": 1e3 * medians[key]}
+                row["/ loop"] = medians[key] / medians["loop"]
+                row["/ sum"] = medians[key] / medians["sum"]
+                if impl == "ours" and f"torchjd/{name}" in medians:
+                    row["/ torchjd"] = medians[key] / medians[f"torchjd/{name}"]
+                rows.append(row)
+        if memory:
+            for row in rows:
+                if row["T"] == tasks:
+                    row["peak MB"] = peak_memory(tasks, row["case"])
+    return rows
+
+
+def breakdown(tasks: int = 8, rounds: int = 9) -> list[dict]:
+    """Where the time of a parameter-level step goes (the engine is balance-a's)."""
+    from multiloss.balancing._jacobian import Jacobian, _stack, per_loss_gradients
+    from multiloss.balancing.upgrad import upgrad_weights
+
+    problem = Problem(tasks)
+    shared = list(problem.trunk.parameters())
+    eye = torch.eye(tasks)
+    _, losses = problem.losses()
+    blocks, _ = per_loss_gradients(list(losses.values()), shared, retain_graph=False)
+    jacobian = Jacobian(blocks)
+    gram = jacobian.gramian()
+
+    def engine() -> None:  # what GradientBalancer uses: one batched backward through all
+        _, losses = problem.losses()
+        per_loss_gradients(list(losses.values()), shared, retain_graph=False)
+
+    def two_stage() -> None:  # per-loss dL/dz through the heads, then one batched trunk pass
+        z, losses = problem.losses()
+        (dz,) = torch.autograd.grad(
+            _stack(list(losses.values())), z, eye, retain_graph=True, is_grads_batched=True
+        )
+        torch.autograd.grad(z, shared, dz, is_grads_batched=True)
+
+    def loop() -> None:
+        _, losses = problem.losses()
+        values = list(losses.values())
+        for t, loss in enumerate(values):
+            torch.autograd.grad(loss, shared, retain_graph=t < tasks - 1)
+
+    def gramian() -> None:
+        jacobian._raw_gramian = None
+        jacobian.gramian()
+
+    parts: dict[str, Step] = {
+        "forward + sum backward": lambda: sum(problem.losses()[1].values()).backward(),  # type: ignore[union-attr]
+        "forward + loop of autograd.grad": loop,
+        "forward + engine (batched, all losses)": engine,
+        "forward + two-stage engine (via z)": two_stage,
+        "Gram matrix J J^T": gramian,
+        "UPGrad weights (solver)": lambda: upgrad_weights(gram),
+        "update J^T w": lambda: jacobian.combine(torch.ones(tasks)),
+    }
+    medians = time_steps(parts, rounds)
+    return [{"T": tasks, "part": k, "ms": 1e3 * v} for k, v in medians.items()]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--memory", action="store_true", help="peak memory, one process each")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--breakdown", action="store_true", help="time the parts of a step")
+    args = parser.parse_args()
+    if args.breakdown:
+        torch.set_num_threads(args.threads)
+        rows = breakdown()
+    else:
+        rows = run(quick=args.quick, memory=args.memory, threads=args.threads)
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
+    for row in rows:
+        cells = [
+            f"{row[k]:.3g}" if isinstance(row.get(k), float) else str(row.get(k, "")) for k in keys
+        ]
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Aligned-MTL (Senushkin et al., 2023): align the loss gradients to an orthogonal, equal-norm set.
+
+Reference: D. Senushkin, N. Patakin, A. Kuznetsov and A. Konushin, "Independent Component
+Alignment for Multi-Task Learning", CVPR 2023, Algorithm 1; official code:
+github.com/SamsungLabs/MTL ``code/optim/aligned/solver.py`` (``ProcrustesSolver``) and
+``aligned/balancer.py`` (``AlignedMTLBalancer(scale_mode='min')``, update = sum of the aligned
+gradients).
+
+With the eigen-decomposition of the Gram matrix ``G = V diag(lambda) V^T`` (eigenvalues below
+``max(lambda) * T * eps`` are treated as zero, as in the official code), the balance matrix is
+``B = sqrt(lambda_scale) V diag(lambda^-1/2) V^T`` and the aligned gradients are the columns of
+``J^T B``: orthogonal, with equal norms ``sqrt(lambda_scale)``. The update is their sum, so the
+per-loss weights are ``B 1``. ``scale_mode`` picks ``lambda_scale``: the smallest kept
+eigenvalue (``"min"``, default), the median (``"median"``) or the mean (``"rmse"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor
+
+from multiloss._validation import check_choice
+from multiloss.balancing._linalg import check_gram, single_thread, solver_dtype
+from multiloss.balancing._plan import Level
+from multiloss.balancing.context import BalanceContext
+from multiloss.balancing.gradient import GradientBalancer
+
+__all__ = ["SCALE_MODES", "AlignedMTL", "aligned_mtl_weights"]
+
+#: ``scale_mode`` options, as in the official code.
+SCALE_MODES = ("min", "median", "rmse")
+
+
+def aligned_mtl_weights(gram: Tensor, scale_mode: str = "min") -> Tensor:
+    """Per-loss weights of Aligned-MTL from the Gram matrix of the loss gradients.
+
+    Args:
+        gram: ``G = J J^T``, shape (T, T).
+        scale_mode: One of :data:`SCALE_MODES`.
+
+    Returns:
+        ``B 1`` (T,): the Aligned-MTL update is ``J^T B 1``.
+
+    Example:
+        >>> import torch
+        >>> g = torch.tensor([[3.0, 0.0], [0.0, 1.0]])  # orthogonal, different norms
+        >>> aligned_mtl_weights(g @ g.T)  # rescaled to the smaller norm
+        tensor([0.3333, 1.0000])
+    """
+    check_gram(gram, "AlignedMTL")
+    with single_thread(gram.device):
+        t = gram.shape[0]
+        work = gram.to(solver_dtype(gram.device))
+        work = 0.5 * (work + work.mT)
+        eigenvalues, vectors = torch.linalg.eigh(work)
+        # Rank cut as in the official code; eps of the gradients' own dtype (float32 gradients
+        # carry float32 noise even though the decomposition runs in float64).
+        cut = eigenvalues.max() * t * torch.finfo(gram.dtype).eps
+        kept = eigenvalues > cut
+        if scale_mode == "min":
+            scale = torch.where(kept, eigenvalues, torch.inf).min()
+        elif scale_mode == "median":
+            scale = torch.where(kept, eigenvalues, torch.nan).nanmedian()
+        else:
+            count = kept.sum().clamp(min=1)
+            scale = torch.where(kept, eigenvalues, 0).sum() / count
+        safe = torch.where(kept, eigenvalues, torch.ones_like(eigenvalues))
+        factor = torch.where(kept, (scale / safe).sqrt(), 0)
+        weights = vectors @ (factor * vectors.sum(dim=0))  # V diag(factor) V^T 1
+        # All gradients zero: every weight multiplies a zero gradient; report ones (like Sum).
+        weights = torch.where(kept.any(), weights, torch.ones_like(weights))
+        return weights.to(gram.dtype)
+
+
+class AlignedMTL(GradientBalancer):
+    """Aligned-MTL: replace the loss gradients by the closest orthogonal, equal-norm set.
+
+    The update is the sum of the aligned gradients (official code); the reported weights are
+    its coefficients on the original gradients, ``B 1``, and may be negative. With
+    ``level="representation"`` this is the paper's Aligned-MTL-UB.
+
+    Args:
+        scale_mode: Norm of the aligned gradients: the square root of the smallest (``"min"``,
+            default), median (``"median"``) or mean (``"rmse"``) eigenvalue of the Gram matrix.
+        level: ``"parameters"`` (exact) or ``"representation"`` (cheaper; Aligned-MTL-UB).
+        balance: The losses to balance (names or glob patterns); default all.
+
+    Example:
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, 1.0]))
+        >>> losses = {"a": w @ torch.tensor([3.0, 0.0]), "b": w @ torch.tensor([0.0, 1.0])}
+        >>> weights = AlignedMTL().backward(losses)  # orthogonal: both rescaled to norm 1
+        >>> {name: round(value, 4) for name, value in weights.items()}
+        {'a': 0.3333, 'b': 1.0}
+    """
+
+    def __init__(
+        self,
+        scale_mode: str = "min",
+        *,
+        level: Level = "parameters",
+        balance: str | Iterable[str] | None = None,
+    ) -> None:
+        super().__init__(level=level, balance=balance)
+        self.scale_mode = check_choice(scale_mode, "`scale_mode` of AlignedMTL", SCALE_MODES)
+
+    def weigh(self, gramian: Tensor, ctx: BalanceContext) -> Tensor:
+        return aligned_mtl_weights(gramian, self.scale_mode)
+
+    def hyperparameters(self) -> dict[str, object]:
+        return {"scale_mode": self.scale_mode, **super().hyperparameters()}

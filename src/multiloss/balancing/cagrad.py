@@ -1,0 +1,185 @@
+"""CAGrad (Liu et al., 2021): conflict-averse gradient descent.
+
+Reference: B. Liu, X. Liu, X. Jin, P. Stone and Q. Liu, "Conflict-Averse Gradient Descent for
+Multi-task Learning", NeurIPS 2021; official code: github.com/Cranial-XIX/CAGrad
+(``nyuv2/utils.py``, ``cagrad(grads, alpha, rescale=1)``; the same function in the Nash-MTL
+repository's ``methods/weight_methods.py`` with ``c = 0.4``).
+
+The update maximizes the worst per-loss improvement within a ball around the mean gradient
+``g0``: ``max_d min_i g_i . d  s.t.  ||d - g0|| <= c ||g0||``. Its dual is a problem over the
+simplex, ``min_w  g_w . g0 + c ||g0|| ||g_w||`` with ``g_w = J^T w``, and the update is
+``d = g0 + (c ||g0|| / ||g_w||) g_w``. As in the official code the result is divided by
+``1 + c^2`` (``rescale=1``) and multiplied by T "to match the sum loss", so ``c = 0`` gives Sum.
+The official code solves the dual with scipy's SLSQP; here it is solved exactly by an
+active-set Newton method on the Gram matrix (``_qp.py``), without any external solver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor
+
+from multiloss._validation import check_choice, check_finite_float
+from multiloss.balancing._linalg import check_gram, normalize_gram, single_thread
+from multiloss.balancing._plan import Level
+from multiloss.balancing._qp import minimize_active_set
+from multiloss.balancing.context import BalanceContext
+from multiloss.balancing.gradient import GradientBalancer
+
+__all__ = ["RESCALE", "CAGrad", "cagrad_solve", "cagrad_weights"]
+
+#: ``rescale`` options: divide the update by ``1 + c^2`` (official default), by ``1 + c``, or not.
+RESCALE = ("quadratic", "linear", "none")
+
+# Smoothing inside the square root (the official code adds 1e-8 to an unnormalized Gram
+# matrix; ours has trace 1: 1e-12 is a gradient norm of 1e-6 relative, far below the 1e-4 at
+# which the correction term is dropped anyway).
+_SMOOTH = 1e-12
+
+
+def cagrad_weights(
+    gram: Tensor, c: float = 0.4, rescale: str = "quadratic", start: Tensor | None = None
+) -> Tensor:
+    """Per-loss weights of CAGrad from the Gram matrix of the loss gradients.
+
+    Args:
+        gram: ``G = J J^T``, shape (T, T).
+        c: Radius of the ball around the mean gradient, relative to its norm (``c >= 0``).
+        rescale: One of :data:`RESCALE`.
+        start: Simplex weights to start the solver from (e.g. the previous step's, see
+            :func:`cagrad_solve`); only the speed depends on it.
+
+    Returns:
+        ``w`` (T,) such that the CAGrad update (times T, as in the official code) is ``J^T w``.
+
+    Example:
+        >>> import torch
+        >>> g = torch.tensor([[1.0, 0.0], [-0.5, 1.0]])
+        >>> w = cagrad_weights(g @ g.T, c=0.0)  # c = 0: plain sum of the gradients
+        >>> torch.allclose(w, torch.ones(2))
+        True
+    """
+    return cagrad_solve(gram, c, rescale, start)[0]
+
+
+def cagrad_solve(
+    gram: Tensor, c: float = 0.4, rescale: str = "quadratic", start: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """:func:`cagrad_weights` and the simplex weights ``w`` of the dual (a warm start)."""
+    check_gram(gram, "CAGrad")
+    with single_thread(gram.device):
+        t = gram.shape[0]
+        work, _ = normalize_gram(gram)
+        b = work.mean(dim=1)  # G 1 / T: g_i . g0
+        g0_norm = work.mean().clamp(min=0).sqrt()  # ||g0||, since ||g0||^2 = 1^T G 1 / T^2
+        radius = c * g0_norm
+        if c == 0:  # the objective is linear in w and the correction term vanishes
+            ones = torch.ones(t, dtype=gram.dtype, device=gram.device)
+            return ones, ones / t
+        w = _solve(work, b, radius, start)
+        gw_norm = (w @ work @ w).clamp(min=0).sqrt()
+        # ||g_w|| ~ 0 (relative to the gradients, which have trace 1 here) means some convex
+        # combination of the gradients vanishes: the point is Pareto-stationary, the direction
+        # of g_w is undefined, and lambda = radius / ||g_w|| would blow up the weights (their
+        # float32 combination would cancel catastrophically). The correction term is dropped
+        # (update = the mean gradient); torchjd uses the same 1e-4 threshold.
+        usable = gw_norm > 1e-4
+        lam = torch.where(usable, radius / torch.where(usable, gw_norm, 1), 0)
+        weights = 1.0 + t * lam * w
+        divisor = {"quadratic": 1.0 + c * c, "linear": 1.0 + c, "none": 1.0}[rescale]
+        return (weights / divisor).to(gram.dtype), w.to(gram.dtype)
+
+
+def _solve(work: Tensor, b: Tensor, radius: Tensor, warm: Tensor | None) -> Tensor:
+    """``argmin_{w in simplex}  b . w + radius * sqrt(w^T G w)``.
+
+    From ``warm`` (projected back onto the simplex; its zeros start in the working set) when it
+    is usable, else from the uniform weights (the official code's start).
+    """
+    t = work.shape[0]
+    uniform = torch.full((1, t), 1.0 / t, dtype=work.dtype, device=work.device)
+    start = uniform
+    if warm is not None and warm.shape == (t,):
+        guess = warm.to(work).clamp(min=0)[None]
+        total = guess.sum()
+        ok = torch.isfinite(total) & (total > 0)
+        start = torch.where(ok, guess / torch.where(ok, total, 1), uniform)
+
+    def value(v: Tensor) -> Tensor:
+        quad = ((v @ work) * v).sum(dim=-1).clamp(min=0)
+        return v @ b + radius * (quad + _SMOOTH).sqrt()
+
+    def grad_hess(v: Tensor) -> tuple[Tensor, Tensor]:
+        gv = v @ work  # (1, T)
+        s = ((gv * v).sum(dim=-1).clamp(min=0) + _SMOOTH).sqrt()[:, None]  # (1, 1)
+        grad = b[None, :] + radius * gv / s
+        outer = gv[:, :, None] * gv[:, None, :]
+        hess = radius * (work[None] / s[:, :, None] - outer / (s**3)[:, :, None])
+        return grad, hess
+
+    w, _ = minimize_active_set(
+        grad_hess,
+        start,
+        torch.zeros_like(start),
+        fixed=start <= 0,
+        simplex=True,
+        value=value,
+        max_iter=8 * t + 16,
+        tol=1e-9,
+    )
+    return w[0]
+
+
+class CAGrad(GradientBalancer):
+    """CAGrad: the update that best improves the worst loss near the mean gradient.
+
+    Defaults follow the official code: ``c = 0.4`` and ``rescale="quadratic"`` (divide by
+    ``1 + c^2``), and the update is scaled to the sum of the losses (``c = 0`` is exactly Sum).
+    The reported per-loss weights are the update's coefficients, ``(1 + T lambda w_i) /
+    (1 + c^2)`` with ``lambda = c ||g0|| / ||g_w||``; all positive.
+
+    Args:
+        c: Radius of the trust ball around the mean gradient, relative to its norm (>= 0;
+            0 gives Sum, larger values lean further towards the worst-served loss).
+        rescale: ``"quadratic"`` (divide by ``1 + c^2``, official default), ``"linear"``
+            (``1 + c``) or ``"none"``.
+        level: ``"parameters"`` (exact) or ``"representation"`` (cheaper).
+        balance: The losses to balance (names or glob patterns); default all.
+
+    Example:
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, 1.0]))
+        >>> losses = {"a": w @ torch.tensor([1.0, 0.0]), "b": w @ torch.tensor([-0.5, 1.0])}
+        >>> weights = CAGrad(c=0.4).backward(losses)
+        >>> {name: round(value, 3) for name, value in weights.items()}
+        {'a': 1.284, 'b': 1.101}
+    """
+
+    def __init__(
+        self,
+        c: float = 0.4,
+        *,
+        rescale: str = "quadratic",
+        level: Level = "parameters",
+        balance: str | Iterable[str] | None = None,
+    ) -> None:
+        super().__init__(level=level, balance=balance)
+        self.c = check_finite_float(c, "`c` of CAGrad", min_value=0.0)
+        self.rescale = check_choice(rescale, "`rescale` of CAGrad", RESCALE)
+        # The previous step's dual weights: a warm start for the solver (the solution is the
+        # same from any start, so this is not saved with the state).
+        self._warm: tuple[tuple[str, ...], Tensor] | None = None
+
+    def weigh(self, gramian: Tensor, ctx: BalanceContext) -> Tensor:
+        warm = self._warm[1] if self._warm is not None and self._warm[0] == ctx.names else None
+        weights, w = cagrad_solve(gramian, self.c, self.rescale, warm)
+        self._warm = (ctx.names, w.detach())
+        return weights
+
+    def hyperparameters(self) -> dict[str, object]:
+        fields: dict[str, object] = {"c": self.c}
+        if self.rescale != "quadratic":
+            fields["rescale"] = self.rescale
+        return {**fields, **super().hyperparameters()}

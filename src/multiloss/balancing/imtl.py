@@ -1,0 +1,95 @@
+"""IMTL-G (Liu et al., 2021): the update with equal projections on every loss direction.
+
+Reference: L. Liu, Y. Li, Z. Kuang, J.-H. Xue, Y. Chen, W. Yang, Q. Liao and W. Zhang,
+"Towards Impartial Multi-task Learning", ICLR 2021, Section 3.2 (gradient balance, IMTL-G).
+The paper has no official code release; the implementation in the Nash-MTL repository
+(``methods/weight_methods.py``, ``IMTLG``) is the reference used by later work.
+
+IMTL-G looks for ``d = J^T alpha`` with ``sum(alpha) = 1`` whose projection on every unit
+gradient ``u_i = g_i / ||g_i||`` is the same. The paper's closed form
+``alpha_{2:T} = g_1 U^T (D U^T)^{-1}`` (``D``, ``U``: differences of gradients and of unit
+gradients) is algebraically ``alpha ∝ G^{-1} n`` with ``n_i = ||g_i||``, which is what is
+computed here, on the Gram matrix. A singular Gram matrix (linearly dependent gradients) is
+handled with a small ridge (the Nash-MTL code falls back to ``+1e-8 I`` the same way), which
+for exactly opposite gradients gives the natural answer ``alpha = (1/2, 1/2)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor
+
+from multiloss.balancing._linalg import check_gram, normalize_gram, single_thread
+from multiloss.balancing._plan import Level
+from multiloss.balancing.context import BalanceContext
+from multiloss.balancing.gradient import GradientBalancer
+
+__all__ = ["IMTL", "imtl_weights"]
+
+_RIDGE = 1e-12
+
+
+def imtl_weights(gram: Tensor) -> Tensor:
+    """Per-loss weights of IMTL-G (they sum to 1 and may be negative).
+
+    Args:
+        gram: ``G = J J^T``, shape (T, T).
+
+    Returns:
+        ``alpha`` (T,) such that the IMTL-G update is ``J^T alpha``.
+
+    Example:
+        >>> import torch
+        >>> g = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+        >>> alpha = imtl_weights(g @ g.T)
+        >>> d = alpha @ g
+        >>> u = g / g.norm(dim=1, keepdim=True)
+        >>> torch.allclose(u @ d, (u @ d)[0].expand(2))  # equal projections
+        True
+    """
+    check_gram(gram, "IMTL")
+    with single_thread(gram.device):
+        t = gram.shape[0]
+        work, _ = normalize_gram(gram)
+        norms = work.diagonal().clamp(min=0).sqrt()
+        eye = torch.eye(t, dtype=work.dtype, device=work.device)
+        v, _ = torch.linalg.solve_ex(work + _RIDGE * eye, norms)
+        total = v.sum()
+        # All gradients zero: nothing to balance, report the plain average.
+        safe = torch.where(total.abs() > 0, total, torch.ones_like(total))
+        alpha = torch.where(total.abs() > 0, v / safe, torch.full_like(v, 1.0 / t))
+        return alpha.to(gram.dtype)
+
+
+class IMTL(GradientBalancer):
+    """IMTL-G: the update whose projection on every loss's gradient direction is equal.
+
+    The reported weights sum to 1 and may be negative (a loss whose gradient is nearly
+    parallel to another's can get a negative weight so that the projections come out equal).
+    This is the gradient half of IMTL ("IMTL-G"); its loss-scaling half (IMTL-L) is a
+    loss-weighting method and composes with this one as a wrapper.
+
+    Args:
+        level: ``"parameters"`` (exact) or ``"representation"`` (cheaper).
+        balance: The losses to balance (names or glob patterns); default all.
+
+    Example:
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, 1.0]))
+        >>> losses = {"a": w @ torch.tensor([2.0, 0.0]), "b": w @ torch.tensor([0.0, 1.0])}
+        >>> weights = IMTL().backward(losses)  # equal projections on (1, 0) and (0, 1)
+        >>> {name: round(value, 4) for name, value in weights.items()}
+        {'a': 0.3333, 'b': 0.6667}
+        >>> w.grad
+        tensor([0.6667, 0.6667])
+    """
+
+    def __init__(
+        self, *, level: Level = "parameters", balance: str | Iterable[str] | None = None
+    ) -> None:
+        super().__init__(level=level, balance=balance)
+
+    def weigh(self, gramian: Tensor, ctx: BalanceContext) -> Tensor:
+        return imtl_weights(gramian)

@@ -1,0 +1,170 @@
+"""Nash-MTL (Navon et al., 2022): the Nash bargaining solution between the losses.
+
+Reference: A. Navon, A. Shamsian, I. Achituve, H. Maron, K. Kawaguchi, G. Chechik and
+E. Fetaya, "Multi-Task Learning as a Bargaining Game", ICML 2022; official code:
+github.com/AvivNavon/nash-mtl ``methods/weight_methods.py`` (``NashMTL``: ``max_norm=1.0``,
+``update_weights_every=1``, ``optim_niter=20``, Gram matrix divided by its Frobenius norm,
+weights warm-started from the previous step, shared gradient clipped to norm ``max_norm``).
+
+The weights ``alpha > 0`` solve ``G alpha = 1 / alpha`` (elementwise). The official code
+approaches that with up to 20 rounds of a convex-concave procedure, each a cvxpy/ECOS solve.
+Here the same equation is solved without any external solver: it is the stationarity condition
+of the strictly convex, self-concordant function ``f(alpha) = alpha^T G alpha / 2 -
+sum(log alpha)``, minimized by damped Newton steps ``alpha += d / (1 + lambda)`` (``lambda``
+the Newton decrement), which keep ``alpha > 0`` without a line search and converge
+quadratically once ``lambda < 1/4`` (Nesterov, *Lectures on Convex Optimization*, Sec. 5.2).
+A ridge of ``1e-12`` (relative) keeps the problem solvable when the gradients are linearly
+dependent with a positive combination summing to zero (then no bargaining solution exists and
+the official solver fails and keeps its previous weights).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor
+
+from multiloss._validation import check_finite_float, check_int
+from multiloss.balancing._linalg import can_read, check_gram, single_thread, solver_dtype
+from multiloss.balancing._plan import Level
+from multiloss.balancing.context import BalanceContext
+from multiloss.balancing.gradient import GradientBalancer
+
+__all__ = ["NashMTL", "nash_weights"]
+
+_RIDGE = 1e-12
+
+
+def nash_weights(
+    gram: Tensor,
+    start: Tensor | None = None,
+    *,
+    max_iter: int = 20,
+    tol: float = 1e-10,
+) -> tuple[Tensor, Tensor]:
+    """Solve ``K alpha = 1 / alpha`` for ``K = G / ||G||_F`` (the official normalization).
+
+    Args:
+        gram: ``G = J J^T``, shape (T, T).
+        start: Warm start (T,), e.g. the previous step's solution; default ones (official).
+            Non-finite or non-positive entries are replaced by 1.
+        max_iter: Newton iteration budget (20, as the official ``optim_niter``).
+        tol: Stop once the Newton decrement (the affine-invariant distance to the solution,
+            about the relative error of ``alpha``) is below this.
+
+    Returns:
+        ``(alpha, iterations)``: weights (T,) for the normalized Gram matrix, in the dtype of
+        ``gram`` (the update before clipping is ``J^T alpha``), and the Newton iterations used.
+
+    Example:
+        >>> import torch
+        >>> g = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+        >>> gram = g @ g.T
+        >>> alpha, _ = nash_weights(gram)
+        >>> alpha  # orthogonal gradients: alpha_i = 1 / sqrt(K_ii), K = G / ||G||_F
+        tensor([2.0305, 1.0153])
+        >>> (gram @ alpha) * alpha / torch.linalg.matrix_norm(gram)  # K alpha = 1 / alpha
+        tensor([1.0000, 1.0000])
+    """
+    check_gram(gram, "NashMTL")
+    with single_thread(gram.device):
+        t = gram.shape[0]
+        dtype = solver_dtype(gram.device)
+        work = gram.to(dtype)
+        work = 0.5 * (work + work.mT)
+        norm = torch.linalg.matrix_norm(work)
+        work = work / torch.where(norm > 0, norm, torch.ones_like(norm))
+        eye = torch.eye(t, dtype=dtype, device=gram.device)
+        work = work + _RIDGE * eye
+        # Rounding of a float32 Gram matrix can leave it slightly indefinite: shift by the
+        # size of that rounding, but only then (see ``normalize_gram`` for why not always).
+        _, info = torch.linalg.cholesky_ex(work)
+        work = work + torch.where(info > 0, t * torch.finfo(gram.dtype).eps, 0.0) * eye
+        alpha = torch.ones(t, dtype=dtype, device=gram.device)
+        if start is not None:
+            start = start.to(alpha)
+            alpha = torch.where(torch.isfinite(start) & (start > 0), start, alpha)
+        iterations = torch.zeros((), dtype=torch.long, device=gram.device)
+        readable = can_read(gram)
+        for _ in range(max_iter):
+            grad = work @ alpha - 1.0 / alpha
+            hess = work + torch.diag(1.0 / (alpha * alpha))
+            step, _ = torch.linalg.solve_ex(hess, -grad)
+            decrement = (-(grad @ step)).clamp(min=0).sqrt()
+            going = decrement > tol
+            iterations = iterations + going.long()
+            # Full steps inside the quadratic-convergence region, damped ones outside it.
+            damping = torch.where(decrement < 0.25, 1.0, 1.0 / (1.0 + decrement))
+            alpha = torch.where(going, alpha + damping * step, alpha)
+            if readable and not bool(going):
+                break
+        return alpha.to(gram.dtype), iterations
+
+
+class NashMTL(GradientBalancer):
+    """Nash-MTL: weights ``alpha > 0`` with ``G alpha = 1 / alpha`` (the Nash bargaining
+    solution), then the shared update clipped to norm ``max_norm`` (official default 1.0).
+
+    The weights are warm-started from the previous step (a buffer, saved in ``state_dict``), as
+    in the official code, so after the first steps the solver usually needs 1-3 Newton
+    iterations; the count of the last call is logged as ``balance/nashmtl/iterations``.
+
+    Args:
+        max_norm: Clip the shared update to this norm (in gradient units of the objectives);
+            ``0`` disables clipping.
+        max_iter: Newton iteration budget per step (official ``optim_niter = 20``).
+        tol: Newton stopping threshold on the Newton decrement (about the relative error).
+        level: ``"parameters"`` (exact) or ``"representation"`` (cheaper).
+        balance: The losses to balance (names or glob patterns); default all.
+
+    Example:
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, 1.0]))
+        >>> losses = {"a": w @ torch.tensor([0.1, 0.0]), "b": w @ torch.tensor([0.0, 0.2])}
+        >>> weights = NashMTL().backward(losses)
+        >>> w.grad  # alpha = (2.03, 1.02) = 1 / sqrt(diag(G) / ||G||_F): equal projections
+        tensor([0.2031, 0.2031])
+    """
+
+    per_loss_state = True
+
+    def __init__(
+        self,
+        *,
+        max_norm: float = 1.0,
+        max_iter: int = 20,
+        tol: float = 1e-10,
+        level: Level = "parameters",
+        balance: str | Iterable[str] | None = None,
+    ) -> None:
+        super().__init__(level=level, balance=balance)
+        self.max_norm = check_finite_float(max_norm, "`max_norm` of NashMTL", min_value=0.0)
+        self.max_iter = check_int(max_iter, "`max_iter` of NashMTL", min_value=1)
+        self.tol = check_finite_float(tol, "`tol` of NashMTL", min_value=0.0, strict_min=True)
+        self.alpha: Tensor
+        self.iterations: Tensor
+        self.setup_known_names()
+
+    def setup_state(self, names: tuple[str, ...], device: torch.device) -> None:
+        self.register_buffer("alpha", torch.ones(len(names), device=device))
+        self.register_buffer("iterations", torch.zeros((), dtype=torch.long, device=device))
+
+    def weigh(self, gramian: Tensor, ctx: BalanceContext) -> Tensor:
+        alpha, iterations = nash_weights(gramian, self.alpha, max_iter=self.max_iter, tol=self.tol)
+        self.alpha.copy_(alpha)
+        self.iterations.copy_(iterations)
+        if self.max_norm > 0:
+            # clip_grad_norm_ of the official code, from the Gram matrix: ||J^T a||^2 = a^T G a.
+            norm = (alpha @ gramian.to(alpha) @ alpha).clamp(min=0).sqrt()
+            alpha = alpha * (self.max_norm / (norm + 1e-6)).clamp(max=1.0)
+        return alpha
+
+    def state_diagnostics(self) -> dict[str, Tensor | float]:
+        return {"iterations": self.iterations} if self._names is not None else {}
+
+    def hyperparameters(self) -> dict[str, object]:
+        fields: dict[str, object] = {"max_norm": self.max_norm}
+        if self.max_iter != 20:
+            fields["max_iter"] = self.max_iter
+        return {**fields, **super().hyperparameters()}

@@ -1,0 +1,122 @@
+"""Nash-MTL: the bargaining equation G alpha = 1 / alpha, warm starts, clipping, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import assume, given, settings
+from scipy.optimize import root
+
+from multiloss.balancing import NashMTL
+from multiloss.balancing.nashmtl import nash_weights
+from tests.balancing.gradients import jacobians, random_jacobian
+
+
+def normalized(g: torch.Tensor) -> torch.Tensor:
+    gram = g @ g.T
+    return gram / torch.linalg.matrix_norm(gram)
+
+
+@settings(max_examples=60, deadline=None)
+@given(g=jacobians(min_rows=2, max_rows=5))
+def test_solves_the_bargaining_equation(g: torch.Tensor) -> None:
+    assume(g.shape[1] >= g.shape[0])
+    singular = torch.linalg.svdvals(g)
+    assume(float(singular[-1]) > 1e-2 * float(singular[0]))
+    alpha, iterations = nash_weights(g @ g.T, max_iter=100)
+    k = normalized(g)
+    assert (alpha > 0).all()
+    torch.testing.assert_close(k @ alpha, 1 / alpha, rtol=1e-6, atol=1e-8)
+    assert int(iterations) < 100
+
+
+def test_agrees_with_scipy_root_finding() -> None:
+    g = random_jacobian(4, 6, 11)
+    k = normalized(g).numpy()
+    reference = root(lambda a: k @ a - 1 / a, np.ones(4), tol=1e-14).x
+    alpha, _ = nash_weights(g @ g.T)
+    np.testing.assert_allclose(alpha.numpy(), reference, rtol=1e-7)
+
+
+def test_orthogonal_gradients_by_hand() -> None:
+    g = torch.diag(torch.tensor([1.0, 2.0, 4.0], dtype=torch.float64))
+    k = normalized(g)
+    alpha, _ = nash_weights(g @ g.T)
+    torch.testing.assert_close(alpha, 1 / k.diagonal().sqrt(), rtol=1e-7, atol=0)
+
+
+def test_warm_start_from_the_solution_takes_no_iteration() -> None:
+    g = random_jacobian(3, 5, 2)
+    alpha, first = nash_weights(g @ g.T, max_iter=50)
+    again, second = nash_weights(g @ g.T, alpha, max_iter=50)
+    assert int(first) > 0
+    assert int(second) == 0
+    torch.testing.assert_close(again, alpha)
+
+
+def test_iteration_budget_is_the_official_20() -> None:
+    g = random_jacobian(6, 8, 4)
+    _, iterations = nash_weights(g @ g.T)
+    assert 0 < int(iterations) <= 20
+
+
+def test_bad_warm_start_is_replaced_and_degenerate_input_stays_finite() -> None:
+    g = random_jacobian(3, 5, 2)
+    start = torch.tensor([float("nan"), -1.0, 2.0], dtype=torch.float64)
+    alpha, _ = nash_weights(g @ g.T, start, max_iter=50)
+    torch.testing.assert_close(alpha, nash_weights(g @ g.T, max_iter=50)[0], rtol=1e-6, atol=0)
+    opposite = torch.tensor([[1.0, 0.0], [-1.0, 0.0]])
+    alpha, _ = nash_weights(opposite @ opposite.T)
+    assert torch.isfinite(alpha).all()
+    assert (alpha > 0).all()
+
+
+def _losses(scale: float) -> tuple[torch.nn.Parameter, dict[str, torch.Tensor]]:
+    w = torch.nn.Parameter(torch.tensor([1.0, 1.0]))
+    rows = torch.tensor([[1.0, 0.2], [0.0, 2.0]]) * scale
+    return w, {"a": w @ rows[0], "b": w @ rows[1]}
+
+
+def test_balancer_clips_the_shared_update_and_keeps_its_warm_start() -> None:
+    balancer = NashMTL(max_norm=1.0)
+    w, losses = _losses(100.0)
+    balancer.backward(losses, diagnostics=True)
+    assert float(w.grad.norm()) == pytest.approx(1.0, rel=1e-5)
+    assert balancer.alpha.shape == (2,)
+    state = balancer.state_dict()
+    assert "alpha" in state
+    assert "iterations" in state
+    assert 0 < int(balancer.diagnostics()["balance/nashmtl/iterations"]) <= 20
+    w, losses = _losses(100.0)
+    balancer.backward(losses, diagnostics=True)
+    # Warm start: the stored float32 weights are one Newton step from the float64 solution.
+    assert int(balancer.diagnostics()["balance/nashmtl/iterations"]) <= 1
+
+
+def test_no_clipping_below_max_norm_or_when_disabled() -> None:
+    w, losses = _losses(0.01)
+    used = NashMTL().backward(losses)
+    g = torch.tensor([[1.0, 0.2], [0.0, 2.0]]) * 0.01
+    torch.testing.assert_close(w.grad, torch.tensor([used["a"], used["b"]]) @ g)
+    w, losses = _losses(100.0)
+    NashMTL(max_norm=0.0).backward(losses)
+    assert float(w.grad.norm()) > 1.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"max_norm": -1.0}, ValueError, "`max_norm` of NashMTL must be >= 0.0; got -1.0"),
+        ({"max_iter": 0}, ValueError, "`max_iter` of NashMTL must be >= 1; got 0"),
+        ({"tol": -1e-9}, ValueError, "`tol` of NashMTL must be > 0.0"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs: dict, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        NashMTL(**kwargs)
+
+
+def test_repr_shows_hyperparameters() -> None:
+    assert repr(NashMTL()) == "NashMTL(max_norm=1.0)"
+    assert repr(NashMTL(max_iter=5)) == "NashMTL(max_norm=1.0, max_iter=5)"
