@@ -38,12 +38,14 @@ def _single_process_reference(steps: int, balancer: str = "Sum") -> tuple[list, 
     return [p.detach() for p in model.parameters()], trainer.history.train
 
 
-BALANCERS = ["Sum", "Normalize", "GradNorm"]
+BALANCERS = ["Sum", "Normalize", "GradNorm", "MGDA", "UPGrad", "CAGrad", "NashMTL"]
 
 
 def test_two_processes_match_one_process_on_the_global_batch(tmp_path: Path) -> None:
-    """For the weighted sum, a loss-weighting balancer driven by loss values (Normalize), and
-    one with learned weights and per-loss gradients of the last shared layer (GradNorm)."""
+    """For the weighted sum, a loss-weighting balancer driven by loss values (Normalize), one
+    with learned weights and per-loss gradients of the last shared layer (GradNorm), and
+    gradient-level methods, whose per-loss gradients on the shared parameters are averaged over
+    the ranks before the method combines them (MGDA, UPGrad, CAGrad, Nash-MTL)."""
     dist_workers.spawn(dist_workers.train, tmp_path, BALANCERS, 4)
     for name in BALANCERS:
         ranks = [torch.load(tmp_path / f"result-{name}-{r}.pt", weights_only=False) for r in (0, 1)]
