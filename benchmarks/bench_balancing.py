@@ -14,7 +14,8 @@ step. Variants, timed in turn (round-robin, order rotated every round) in one pr
 * ``torchjd``: ``mtl_backward(losses, features=z)`` then ``jac_to_grad(shared, Aggregator())``.
 
 Times are medians over rounds; peak memory (``--memory``) is measured per variant in a fresh
-process as the growth of the peak resident set over one ``sum`` step (CPU; the CUDA allocator's
+process as the growth of the peak resident set over the set-up (model, data, imports) during
+three steps; the ``sum`` row is the reference (CPU; the CUDA allocator's
 peak when on a GPU). ``python benchmarks/bench_balancing.py [--quick] [--memory]``.
 """
 
@@ -156,7 +157,8 @@ def time_steps(steps: dict[str, Step], rounds: int, warmup: int = 2) -> dict[str
 
 
 def peak_memory(tasks: int, variant: str) -> float:
-    """MB of peak memory above one ``sum`` step, measured in a fresh process."""
+    """MB of peak resident memory that three steps of ``variant`` add to the set-up (model,
+    data, imports), measured in a fresh process; compare with the ``sum`` row."""
     code = (
         "import sys, json; sys.path[:0] = sys.argv[1:3]; "
         "from benchmarks.bench_balancing import _measure; "
@@ -176,7 +178,7 @@ def _measure(tasks: int, variant: str) -> float:
     torch.set_num_threads(2)
     problem = Problem(tasks)
     steps = variants(problem, [variant.split("/")[1]] if "/" in variant else [], True)
-    steps["sum"]()
+    # No warm-up step: the allocator would keep its pages and hide the variant's own peak.
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     for _ in range(3):
         steps[variant]()

@@ -44,3 +44,18 @@ def test_quick_start_has_exactly_the_two_commands_and_ci_runs_the_test_one() -> 
     assert [line.split("#")[0].strip() for line in commands] == ["make demo", "make test"]
     ci = (README.parent / ".ci" / "run").read_text()
     assert "make test" in ci
+
+
+def test_balancing_example_prints_the_weights_it_shows() -> None:
+    block = _block_containing("MGDA().backward(losses)")
+    scope: dict[str, object] = {}
+    exec(block.replace("print(weights)", "printed = weights"), scope)
+    shown = re.search(r"# (\{.*?\})", block)
+    assert shown is not None
+    expected = eval(shown.group(1))  # the dict the README says is printed
+    weights = scope["printed"]
+    assert weights.keys() == expected.keys()  # type: ignore[attr-defined]
+    for name, value in expected.items():
+        assert abs(weights[name] - value) < 5e-4  # type: ignore[index]
+    trunk = scope["trunk"]
+    assert all(p.grad is not None for p in trunk.parameters())  # type: ignore[attr-defined]

@@ -103,7 +103,11 @@ def test_non_quadratic_objective_with_line_search(values: list[float]) -> None:
         value=value,
         max_iter=100,
     )
-    torch.testing.assert_close(v[0], exp_simplex_reference(a), atol=1e-9, rtol=1e-7)
+    # A line search on the objective's value stops once the decrease falls below the value's
+    # rounding: about sqrt(eps) from the minimizer in the worst case (a variable released from
+    # its bound late, e.g. a = [0, 0, 0, 0, -1.363, 0] ends 1.3e-8 away). The quadratic
+    # problems of UPGrad and MGDA need no line search and are exact to rounding.
+    torch.testing.assert_close(v[0], exp_simplex_reference(a), atol=1e-7, rtol=1e-6)
 
 
 def test_batched_problems_are_independent_and_budget_is_respected() -> None:

@@ -18,7 +18,10 @@ def test_is_the_mean_of_the_projections_onto_the_dual_cone(g: torch.Tensor) -> N
     rows = g.numpy()
     expected = np.mean([project_onto_dual_cone(row, rows) for row in rows], axis=0)
     update = (upgrad_weights(g @ g.T) @ g).numpy()
-    np.testing.assert_allclose(update, expected, rtol=1e-6, atol=1e-7 * np.abs(rows).max())
+    # Absolute error up to ~1e-7 of the gradients' scale where the cone is nearly degenerate
+    # (rows (0, 1), (-1, -0.002), (1, 0) times 0.01: the solver's relative ridge of 1e-12
+    # times a Gram condition number ~1e5 leaves 1.7e-9 where the exact update is 0).
+    np.testing.assert_allclose(update, expected, rtol=1e-6, atol=1e-6 * np.abs(rows).max())
 
 
 @settings(max_examples=100, deadline=None)

@@ -39,11 +39,15 @@ def _loop(
     grad_scale: float | Tensor,
     retain_graph: bool,
 ) -> list[Tensor]:
-    rows: list[list[Tensor]] = []
-    last = len(outputs) - 1
+    # Each gradient is copied into its row as soon as it exists, so the peak is the blocks
+    # plus one gradient, not twice the blocks (a list of rows, then a stacked copy).
+    rows = len(outputs)
+    blocks = [torch.empty((rows, *t.shape), dtype=t.dtype, device=t.device) for t in inputs]
+    last = rows - 1
     for index, output in enumerate(outputs):
         if not output.requires_grad:
-            rows.append([torch.zeros_like(tensor) for tensor in inputs])
+            for block in blocks:
+                block[index].zero_()
             continue
         grads = torch.autograd.grad(
             output,
@@ -53,8 +57,10 @@ def _loop(
             allow_unused=True,
             materialize_grads=True,
         )
-        rows.append(list(grads))
-    return [torch.stack([row[k] for row in rows]) for k in range(len(inputs))]
+        for block, grad in zip(blocks, grads, strict=True):
+            block[index].copy_(grad)
+        del grads
+    return blocks
 
 
 def per_loss_gradients(
