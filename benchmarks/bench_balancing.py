@@ -26,7 +26,6 @@ import importlib.util
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -38,6 +37,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from multiloss import balancing as mb
+
+try:  # run as a module of the benchmarks package, or as a script
+    from benchmarks._timing import interleave
+except ImportError:  # pragma: no cover
+    from _timing import interleave  # type: ignore[no-redef]
 
 Step = Callable[[], None]
 METHODS = ["UPGrad", "MGDA", "PCGrad", "CAGrad", "IMTL", "NashMTL", "AlignedMTL"]
@@ -141,19 +145,18 @@ def _torchjd():  # type: ignore[no-untyped-def]
 
 
 def time_steps(steps: dict[str, Step], rounds: int, warmup: int = 2) -> dict[str, float]:
-    """Median seconds per step of each variant; variants in turn, order rotated every round."""
-    names = list(steps)
-    for _ in range(warmup):
-        for name in names:
-            steps[name]()
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(rounds):
-        shift = r % len(names)
-        for name in names[shift:] + names[:shift]:
+    """Median seconds per step of each variant; variants in turn, order alternated."""
+
+    def timed(step: Step) -> Callable[[], float]:
+        def measure() -> float:
             start = time.perf_counter()
-            steps[name]()
-            samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in samples.items()}
+            step()
+            return time.perf_counter() - start
+
+        return measure
+
+    timers = {name: timed(step) for name, step in steps.items()}
+    return interleave(timers, rounds=rounds, warmup=warmup)
 
 
 def peak_memory(tasks: int, variant: str) -> float:
@@ -174,15 +177,28 @@ def peak_memory(tasks: int, variant: str) -> float:
     return float(json.loads(result.stdout.strip().splitlines()[-1]))
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM), in MB.
+
+    Not ``getrusage``: Linux carries ``ru_maxrss`` across ``exec``, so a child started by a
+    large benchmark process reports at least its parent's peak and hides its own growth.
+    """
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux
+
+
 def _measure(tasks: int, variant: str) -> float:
     torch.set_num_threads(2)
     problem = Problem(tasks)
     steps = variants(problem, [variant.split("/")[1]] if "/" in variant else [], True)
     # No warm-up step: the allocator would keep its pages and hide the variant's own peak.
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = _peak_rss_mb()
     for _ in range(3):
         steps[variant]()
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+    return _peak_rss_mb() - base
 
 
 def run(quick: bool = False, memory: bool = False, threads: int = 2) -> list[dict]:

@@ -65,3 +65,10 @@ def test_names_valid_tail_and_slice() -> None:
 def test_column_shape_must_match_steps() -> None:
     with pytest.raises(ValueError, match=r"column 'a' of Table must have shape \(2,\)"):
         Table(np.arange(2), {"a": np.zeros(3)})
+
+
+def test_a_numeric_looking_string_is_not_a_number() -> None:
+    # Found by the property test above: numpy, asked for floats, reads "0" as 0.0.
+    table = Table.from_rows([{"step": 0, "a": 0.0}, {"step": 1, "a": "0"}])
+    assert table.column("a")[0] == 0.0
+    assert math.isnan(table.column("a")[1])

@@ -4,7 +4,9 @@
 returns one block of shape ``(R, *tensor.shape)`` per tensor. It runs a single backward pass
 batched over the losses (``torch.autograd.grad(..., is_grads_batched=True)``, i.e. ``vmap`` over
 the backward), and falls back to a loop of ``R`` backward passes only when an operation in the
-graph has no batching rule. The graph is kept only when the caller asks for it.
+graph has no batching rule (or when the caller asks for the loop: the balancers do on the CPU,
+where ``R`` plain backward passes beat the batched one). The graph is kept only when the caller
+asks for it.
 
 ``Jacobian`` holds those blocks without ever concatenating them into an ``(R, P)`` matrix (a copy
 of the whole thing, as slow as a backward pass on a CPU): the Gramian ``J J^T`` is a sum of

@@ -13,8 +13,8 @@ each optimizer step (``docs/contracts.md`` section 3); outside the trainer one c
   multipliers of the fixed weights; one ordinary backward pass, no per-loss gradients.
 * :class:`~multiloss.balancing.GradientBalancer` (``gradient.py``): ``weigh(gramian, ctx) ->
   (T,)`` coefficients of the per-loss gradients, or ``combine(jacobian, ctx)`` for the general
-  case. The base computes the per-loss gradients (one batched backward pass), writes the shared
-  update, and gives task-specific parameters their ordinary gradient.
+  case. The base computes the per-loss gradients (one batched backward pass; a loop on the
+  CPU), writes the shared update, and gives task-specific parameters their ordinary gradient.
 * :class:`~multiloss.balancing.Wrapper` (``wrapper.py``): transform the context (rescale losses,
   reweigh them) and delegate to an inner balancer, like an optax combinator.
 

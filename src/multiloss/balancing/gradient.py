@@ -1,10 +1,11 @@
 """``GradientBalancer``: methods that combine per-loss gradients on the shared tensors.
 
 The base class does all the plumbing: it finds the shared parameters, computes the per-loss
-gradients over them in one batched backward pass (or over the marked representation), hands the
-method a :class:`~multiloss.balancing.Jacobian`, writes the method's update into ``.grad`` of
-the shared tensors (added, times ``scale``), and gives every other parameter the ordinary
-gradient of the weighted sum. A method only does the linear algebra.
+gradients over them (one batched backward pass; a loop on the CPU; or over the marked
+representation), hands the method a :class:`~multiloss.balancing.Jacobian`, writes the
+method's update into ``.grad`` of the shared tensors (added, times ``scale``), and gives every
+other parameter the ordinary gradient of the weighted sum. A method only does the linear
+algebra.
 
 What a method sees: the rows of the Jacobian are the gradients of the *objectives*
 ``o_i = ctx.weights[i] * ctx.losses[i]``: the fixed weight is already in (a maximized loss has

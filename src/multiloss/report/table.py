@@ -156,14 +156,19 @@ def _block(rows: list[Mapping[str, Any]], keys: list[str]) -> FloatArray:
     """Rows x keys as floats; a value that is not a number becomes NaN."""
     getter = operator.itemgetter(*keys)
     values = [getter(row) for row in rows] if len(keys) > 1 else [(getter(row),) for row in rows]
+    # Let numpy infer the type rather than ask for floats: asked for floats, it would also turn
+    # a string such as "0" into 0.0. All numbers give a numeric array (C speed); a null or a
+    # string gives an object or a string array, converted value by value.
     try:
-        return np.array(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        # A null or a string where the first row had a number: convert value by value.
-        return np.array(
-            [[float(v) if _is_number(v) else np.nan for v in row] for row in values],
-            dtype=np.float64,
-        ).reshape(len(rows), len(keys))
+        inferred = np.array(values)
+    except (TypeError, ValueError):  # ragged: cannot happen for one key set, but be safe
+        inferred = np.empty(0, dtype=object)
+    if inferred.dtype.kind in "biuf" and inferred.shape == (len(rows), len(keys)):
+        return inferred.astype(np.float64, copy=False)
+    return np.array(
+        [[float(v) if _is_number(v) else np.nan for v in row] for row in values],
+        dtype=np.float64,
+    ).reshape(len(rows), len(keys))
 
 
 def _first_seen(rows: list[Mapping[str, Any]]) -> Callable[[str], int]:
