@@ -19,25 +19,11 @@ import time
 
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
+from _digits import digits  # the shared split, beside this script
 from torch import Tensor, nn
 
 import multiloss as ml
 from multiloss.layers import ContrastiveHead
-
-
-def digits(seed: int) -> tuple[Tensor, ...]:
-    data = load_digits()
-    x_train, x_test, y_train, y_test = train_test_split(
-        data.data / 16.0, data.target, test_size=0.25, random_state=seed, stratify=data.target
-    )
-    return (
-        torch.tensor(x_train, dtype=torch.float32),
-        torch.tensor(x_test, dtype=torch.float32),
-        torch.tensor(y_train),
-        torch.tensor(y_test),
-    )
 
 
 def shifted(x: Tensor, generator: torch.Generator, noise: float = 0.1) -> Tensor:
