@@ -103,3 +103,36 @@ def test_the_jacobian_is_computed_once_and_the_graph_is_freed() -> None:
     Fixed().apply(losses, step=0)
     with pytest.raises(RuntimeError, match="backward through the graph a second time"):
         losses["task0"].backward()
+
+
+def test_on_the_cpu_per_loss_gradients_come_from_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The loop is measurably faster than the vmap-batched pass on a CPU (see _jacobian.py);
+    # a regression here once left every CPU balancer on the batched pass.
+    import multiloss.balancing.context as context
+
+    seen: list[bool] = []
+    real = context.per_loss_gradients
+
+    def spy(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        seen.append(bool(kwargs["batched"]))
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(context, "per_loss_gradients", spy)
+    Fixed().apply(Toy().losses(), step=0)
+    assert seen == [False]
+
+
+def test_buffers_kept_between_steps_never_carry_a_gradient_over() -> None:
+    # The same balancer on two different batches gives, on the second, exactly what a fresh
+    # balancer gives: the reused Jacobian buffers are fully overwritten.
+    model = Toy()
+    kept = Fixed()
+    model.zero_grad(set_to_none=True)
+    kept.apply(model.losses(), step=0)
+    model.x = model.x.flip(0) * 3.0 + 1.0
+    model.zero_grad(set_to_none=True)
+    kept.apply(model.losses(), step=1)
+    second = grads(model)
+    model.zero_grad(set_to_none=True)
+    Fixed().apply(model.losses(), step=1)
+    torch.testing.assert_close(second, grads(model), rtol=0, atol=0)

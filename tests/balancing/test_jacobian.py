@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import copy as copy_module
+import pickle
+
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from multiloss.balancing import Jacobian, per_loss_gradients
+from multiloss.balancing._jacobian import Engine
 
 
 def _problem() -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -119,3 +123,55 @@ def test_gramian_combine_and_dot_match_the_dense_matrix(
 def test_empty_jacobian_is_an_error() -> None:
     with pytest.raises(ValueError, match="at least one block"):
         Jacobian([])
+
+
+# -- Engine: what a balancer remembers between calls ----------------------------------------------
+def test_loop_fills_the_given_buffers_in_place() -> None:
+    losses, inputs = _problem()
+    expected = _naive(losses, inputs)
+    out = [torch.full((len(losses), *t.shape), float("nan")) for t in inputs]
+    blocks, _ = per_loss_gradients(losses, inputs, retain_graph=False, batched=False, out=out)
+    for block, buffer, ref in zip(blocks, out, expected, strict=True):
+        assert block is buffer
+        torch.testing.assert_close(block, ref)
+
+
+def test_engine_keeps_one_set_of_cpu_buffers_per_shape() -> None:
+    engine = Engine()
+    w, b = torch.zeros(4, 3), torch.zeros(4)
+    first = engine.buffers(2, [w, b])
+    assert first is not None
+    assert [tuple(t.shape) for t in first] == [(2, 4, 3), (2, 4)]
+    again = engine.buffers(2, [w, b])
+    assert again is not None
+    assert all(x is y for x, y in zip(first, again, strict=True))
+    other = engine.buffers(3, [w, b])  # another row count: a new set replaces the old one
+    assert other is not None
+    assert other[0].shape == (3, 4, 3)
+    assert engine.buffers(2, [w, b])[0] is not first[0]  # type: ignore[index]
+    engine.clear()
+    assert "buffers=[]" in repr(engine)
+
+
+def test_engine_keeps_no_buffers_off_the_cpu() -> None:
+    # Accelerators recycle memory through their caching allocator; held buffers would only
+    # take room from the next forward pass.
+    assert Engine().buffers(2, [torch.zeros(3, device="meta")]) is None
+
+
+def test_engine_picks_the_loop_on_the_cpu_and_the_batched_pass_elsewhere() -> None:
+    engine = Engine()
+    assert not engine.use_batched(torch.device("cpu"))
+    assert engine.use_batched(torch.device("cuda"))
+    engine.batched = False  # a batched pass failed once: never again
+    assert not engine.use_batched(torch.device("cuda"))
+
+
+def test_a_copied_engine_has_its_own_empty_buffers() -> None:
+    engine = Engine()
+    engine.batched = False
+    engine.buffers(2, [torch.zeros(3)])
+    copy = copy_module.deepcopy(engine)
+    assert copy.batched is False
+    assert "buffers=[]" in repr(copy)
+    assert pickle.loads(pickle.dumps(engine)).buffers(2, [torch.zeros(3)]) is not None

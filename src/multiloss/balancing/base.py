@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from multiloss._validation import check_finite_float, check_int, check_loss_tensor, describe
 from multiloss.balancing._checks import DeferredChecks
 from multiloss.balancing._execute import execute
+from multiloss.balancing._jacobian import Engine
 from multiloss.balancing._plan import Level, Plan
 from multiloss.balancing.context import BalanceContext, _Session, vector_on
 
@@ -115,7 +116,7 @@ class Balancer(nn.Module):
         #: (None: the optimizer's default).
         self.parameter_lr: float | None = None
         self._names: tuple[str, ...] | None = None
-        self._engine: dict[str, bool] = {"batched": True}
+        self._engine = Engine()
         self._checks = DeferredChecks()
         self._last_diagnostics: dict[str, Tensor] = {}
         self._pending_step = False

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from multiloss.balancing._distributed import mean_over_ranks
-from multiloss.balancing._jacobian import Jacobian, _stack, per_loss_gradients
+from multiloss.balancing._jacobian import Engine, Jacobian, _stack, per_loss_gradients
 from multiloss.balancing._plan import Level, Plan
 from multiloss.balancing.shared import GraphInfo, discover
 
@@ -52,7 +52,7 @@ class _Session:
         shared: Sequence[Tensor] | None,
         representation: Tensor | None,
         diagnostics: bool,
-        engine: dict[str, bool],
+        engine: Engine,
     ) -> None:
         self.owner = owner
         self.names = names
@@ -64,7 +64,8 @@ class _Session:
         self.given_shared = None if shared is None else tuple(shared)
         self.representation = representation
         self.diagnostics = diagnostics
-        self.engine = engine  # {"batched": bool}: remembered by the balancer across calls
+        self.engine = engine  # the balancer's, kept across calls
+        self._took_buffers = False
         self._graph: GraphInfo | None = None
         self._values: Tensor | None = None
         self._jacobians: dict[str, tuple[Jacobian, list[float]]] = {}
@@ -132,16 +133,17 @@ class _Session:
         # On a CPU the loop of backward passes is faster than the batched one (vmap's batched
         # matmuls run below the BLAS rate of T plain ones: 40.6 vs 47.7 ms for 8 losses on the
         # 3x512 benchmark trunk, parity at 2), so the batched pass is the default elsewhere only.
-        default = outputs[0].device.type != "cpu"
+        attempt = batched and self.engine.use_batched(outputs[0].device)
         blocks, batch_ok = per_loss_gradients(
             outputs,
             inputs,
             retain_graph=True,
             grad_scale=self.scale,
-            batched=batched and self.engine.get("batched", default),
+            batched=attempt,
+            out=None if attempt else self._buffers(len(outputs), inputs),
         )
-        if batched:
-            self.engine["batched"] = batch_ok
+        if attempt and not batch_ok:
+            self.engine.batched = False
         if not any(t is self.representation for t in inputs):
             # Parameter-level gradients are averaged over ranks before any method aggregates
             # them: the per-loss gradients of the global batch. (Representation-level ones are
@@ -152,6 +154,14 @@ class _Session:
             return jacobian
         ones = torch.ones(jacobian.rows, dtype=torch.float32, device=jacobian.factors.device)
         return jacobian.scaled(ones / self.scale)
+
+    def _buffers(self, rows: int, inputs: Sequence[Tensor]) -> list[Tensor] | None:
+        # The kept buffers serve one Jacobian per call: a second one with the same shapes in
+        # the same call (GradNorm's layer, then the diagnostics) must not overwrite the first.
+        if self._took_buffers:
+            return None
+        self._took_buffers = True
+        return self.engine.buffers(rows, inputs)
 
     def fixed_rows(
         self, tensors: Sequence[Tensor], individual: bool
