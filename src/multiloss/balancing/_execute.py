@@ -122,9 +122,12 @@ def execute(
 
     z = session.require_representation()
     jacobian, _ = session.jacobian("representation")
-    wanted = jacobian.combine(update)[0] if isinstance(update, Tensor) else update[0]
-    plain = jacobian.combine(plan.loss_weights)[0]
-    correction = (wanted - plain).reshape(z.shape).to(z.dtype)
+    if isinstance(update, Tensor):  # J^T update - J^T weights in one pass over the rows
+        difference = update.to(torch.float32) - plan.loss_weights.to(torch.float32)
+        correction = jacobian.combine(difference)[0]
+    else:
+        correction = update[0] - jacobian.combine(plan.loss_weights)[0]
+    correction = correction.reshape(z.shape).to(z.dtype)
     if not _is_one(session.scale):
         correction = correction * session.scale
     if total.requires_grad:
