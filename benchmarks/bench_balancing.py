@@ -229,29 +229,28 @@ def run(quick: bool = False, memory: bool = False, threads: int = 2) -> list[dic
     return rows
 
 
-def breakdown(tasks: int = 8, rounds: int = 9) -> list[dict]:
-    """Where the time of a parameter-level step goes (the engine is balance-a's)."""
-    from multiloss.balancing._jacobian import Jacobian, _stack, per_loss_gradients
-    from multiloss.balancing.upgrad import upgrad_weights
+def breakdown(tasks: int = 8, rounds: int = 15) -> list[dict]:
+    """Where the time of a parameter-level step goes, part by part (interleaved, medians)."""
+    from multiloss.balancing._jacobian import Engine, Jacobian, per_loss_gradients
+    from multiloss.balancing.upgrad import upgrad_solve
 
     problem = Problem(tasks)
     shared = list(problem.trunk.parameters())
-    eye = torch.eye(tasks)
+    buffers = Engine().buffers(tasks, shared)
     _, losses = problem.losses()
     blocks, _ = per_loss_gradients(list(losses.values()), shared, retain_graph=False)
     jacobian = Jacobian(blocks)
     gram = jacobian.gramian()
+    _, duals = upgrad_solve(gram)
 
-    def engine() -> None:  # what GradientBalancer uses: one batched backward through all
-        _, losses = problem.losses()
-        per_loss_gradients(list(losses.values()), shared, retain_graph=False)
+    def engine(batched: bool) -> Step:
+        def run() -> None:
+            _, losses = problem.losses()
+            per_loss_gradients(
+                list(losses.values()), shared, retain_graph=False, batched=batched, out=buffers
+            )
 
-    def two_stage() -> None:  # per-loss dL/dz through the heads, then one batched trunk pass
-        z, losses = problem.losses()
-        (dz,) = torch.autograd.grad(
-            _stack(list(losses.values())), z, eye, retain_graph=True, is_grads_batched=True
-        )
-        torch.autograd.grad(z, shared, dz, is_grads_batched=True)
+        return run
 
     def loop() -> None:
         _, losses = problem.losses()
@@ -265,11 +264,11 @@ def breakdown(tasks: int = 8, rounds: int = 9) -> list[dict]:
 
     parts: dict[str, Step] = {
         "forward + sum backward": lambda: sum(problem.losses()[1].values()).backward(),  # type: ignore[union-attr]
-        "forward + loop of autograd.grad": loop,
-        "forward + engine (batched, all losses)": engine,
-        "forward + two-stage engine (via z)": two_stage,
+        "forward + T x autograd.grad (gradients dropped)": loop,
+        "forward + CPU engine (loop into kept buffers)": engine(False),
+        "forward + batched engine (vmap; accelerators)": engine(True),
         "Gram matrix J J^T": gramian,
-        "UPGrad weights (solver)": lambda: upgrad_weights(gram),
+        "UPGrad weights (solver, warm start)": lambda: upgrad_solve(gram, start=duals),
         "update J^T w": lambda: jacobian.combine(torch.ones(tasks)),
     }
     medians = time_steps(parts, rounds)

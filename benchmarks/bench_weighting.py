@@ -14,11 +14,10 @@ weight matrix, so it cannot be free) and on the shared representation.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 import warnings
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -39,6 +38,11 @@ from multiloss.balancing import (  # noqa: E402
     Uncertainty,
 )
 from multiloss.schedules import Cosine  # noqa: E402
+
+try:  # run as a module of the benchmarks package, or as a script
+    from benchmarks._timing import interleave, per_call
+except ImportError:  # pragma: no cover
+    from _timing import interleave, per_call  # type: ignore[no-redef,import-not-found]
 
 WIDTH, DEPTH, BATCH = 512, 3, 256
 
@@ -76,25 +80,7 @@ class Trunk(nn.Module):
         return losses, z
 
 
-def _interleave(
-    variants: dict[str, Callable[[], None]], rounds: int, number: int
-) -> dict[str, float]:
-    """Median seconds per call of each variant, variants alternating order every round."""
-    samples: dict[str, list[float]] = {name: [] for name in variants}
-    names = list(variants)
-    for name in names:  # warm-up (lazy state, vmap set-up, allocator)
-        for _ in range(2):
-            variants[name]()
-    for index in range(rounds):
-        for name in names if index % 2 == 0 else names[::-1]:
-            start = time.perf_counter()
-            for _ in range(number):
-                variants[name]()
-            samples[name].append((time.perf_counter() - start) / number)
-    return {name: statistics.median(values) for name, values in samples.items()}
-
-
-def _measure(tasks: int, quick: bool) -> list[dict]:
+def _measure(tasks: int, quick: bool) -> list[dict[str, object]]:
     model = Trunk(tasks)
     x, y = torch.randn(BATCH, WIDTH), torch.randn(BATCH, tasks)
     names = [f"task{k}" for k in range(tasks)]
@@ -118,7 +104,10 @@ def _measure(tasks: int, quick: bool) -> list[dict]:
         variants[name] = with_balancer(make(names))
     # One step per sample and many rounds: on a shared machine the load changes within a
     # second, and fine interleaving spreads every variant over the same conditions.
-    times = _interleave(variants, rounds=8 if quick else 40, number=1)
+    timers: dict[str, Callable[[], float]] = {
+        name: partial(per_call, step, number=1) for name, step in variants.items()
+    }
+    times = interleave(timers, rounds=8 if quick else 120, warmup=2)
     base = times["sum(losses).backward()"]
     return [
         {
@@ -131,7 +120,7 @@ def _measure(tasks: int, quick: bool) -> list[dict]:
     ]
 
 
-def run(quick: bool = False) -> list[dict]:
+def run(quick: bool = False) -> list[dict[str, object]]:
     """One row per (T, method): median ms per step, and the ratio to plain summation."""
     torch.manual_seed(0)
     with warnings.catch_warnings():
