@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import Tensor
 
+from multiloss.balancing import _linalg
 from multiloss.balancing._linalg import (
+    arange,
     can_read,
     check_gram,
+    copy,
+    eye,
+    from_host,
     normalize_gram,
+    on_host,
     single_thread,
+    solve,
     solver_dtype,
+    to_host,
 )
+from multiloss.balancing._minnorm import min_norm_exact
+from multiloss.balancing.cagrad import cagrad_solve
+from multiloss.balancing.upgrad import upgrad_solve
+from tests.balancing.gradients import random_jacobian
 
 
 def test_normalize_gram_has_unit_trace_and_keeps_zero() -> None:
@@ -65,7 +83,7 @@ def test_fixed_iteration_budgets_give_the_same_weights(
 ) -> None:
     """On accelerators the solvers never read a value back and run their whole budget; a
     solved problem must then stay put. Simulated here by making the CPU 'unreadable'."""
-    from multiloss.balancing import _minnorm, _qp, nashmtl
+    from multiloss.balancing import _linalg, _minnorm, _qp, nashmtl
     from multiloss.balancing.cagrad import cagrad_weights
     from multiloss.balancing.mgda import mgda_weights
     from multiloss.balancing.nashmtl import nash_weights
@@ -81,8 +99,79 @@ def test_fixed_iteration_budgets_give_the_same_weights(
         "mgda-exact": lambda: mgda_weights(gram, solver="exact")[0],
         "nash": lambda: nash_weights(gram)[0],
     }
-    early = {name: solve() for name, solve in solvers.items()}
+    early = {name: run() for name, run in solvers.items()}
+    monkeypatch.setattr(_linalg, "HOST_SOLVES", False)  # the tensor code, as on accelerators
     for module in (_minnorm, _qp, nashmtl):
         monkeypatch.setattr(module, "can_read", lambda tensor: False)
-    for name, solve in solvers.items():
-        torch.testing.assert_close(solve(), early[name], msg=name)
+    for name, run in solvers.items():
+        torch.testing.assert_close(run(), early[name], msg=name)
+
+
+# -- the host (NumPy) path of the CPU solvers against the tensor path of accelerators -------------
+def test_normalize_gram_on_the_host_matches_the_tensor_path() -> None:
+    g = torch.tensor([[-0.25441, -0.000612], [0.25447, 0.000688]])  # repaired (see above)
+    for gram in (torch.tensor([[4.0, 1.0], [1.0, 2.0]]), g @ g.T, torch.zeros(2, 2)):
+        work, trace = normalize_gram(gram)
+        host, host_trace = normalize_gram(gram, host=True)
+        assert isinstance(host, np.ndarray)
+        assert host.dtype == np.float64
+        np.testing.assert_allclose(host, work.numpy(), rtol=1e-12, atol=1e-15)
+        assert float(host_trace) == pytest.approx(float(trace))
+
+
+def test_array_helpers_keep_the_kind_dtype_and_device() -> None:
+    array, tensor = np.zeros(3), torch.zeros(3, dtype=torch.float64)
+    assert isinstance(eye(2, like=array), np.ndarray)
+    assert eye(2, like=tensor).dtype == torch.float64
+    assert arange(3, like=tensor).tolist() == arange(3, like=array).tolist() == [0, 1, 2]
+    copied = copy(array)
+    copied[0] = 1.0
+    assert array[0] == 0.0  # a copy, not a view
+    source = torch.ones(2, dtype=torch.float64)
+    host = to_host(source)
+    host[0] = 5.0
+    assert float(source[0]) == 1.0  # to_host never shares memory with the tensor
+    assert from_host(host, torch.zeros(1)).dtype == torch.float32
+    singular = np.zeros((1, 2, 2))
+    np.testing.assert_allclose(solve(singular, np.ones((1, 2, 1))), np.zeros((1, 2, 1)))
+    assert on_host(torch.zeros(2, 2))
+    assert not on_host(torch.zeros(2, 2, device="meta"))
+
+
+SOLVERS: dict[str, Callable[[Tensor], Tensor]] = {
+    "upgrad": lambda gram: upgrad_solve(gram)[0],
+    "cagrad": lambda gram: cagrad_solve(gram)[0],
+    "mgda-exact": lambda gram: min_norm_exact(gram)[0],
+}
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS))
+@settings(max_examples=25, deadline=None)
+@given(
+    rows=st.integers(1, 7),
+    seed=st.integers(0, 10_000),
+    shared=st.sampled_from([-0.5, 0.0, 0.3, 2.0]),
+    degenerate=st.sampled_from(["none", "duplicate", "opposite", "zero"]),
+)
+def test_host_and_tensor_solvers_agree(
+    name: str, rows: int, seed: int, shared: float, degenerate: str
+) -> None:
+    # The same algorithm on NumPy arrays (CPU) and on tensors (accelerators): same answer.
+    g = random_jacobian(rows, 6, seed, shared=shared).float()
+    if rows > 1 and degenerate == "duplicate":
+        g[1] = g[0]
+    elif rows > 1 and degenerate == "opposite":
+        g[1] = -g[0]
+    elif degenerate == "zero":
+        g[0] = 0.0
+    gram = g @ g.T
+    host = SOLVERS[name](gram)
+    previous = _linalg.HOST_SOLVES
+    _linalg.HOST_SOLVES = False
+    try:
+        tensor = SOLVERS[name](gram)
+    finally:
+        _linalg.HOST_SOLVES = previous
+    assert isinstance(host, Tensor)
+    assert host.dtype == gram.dtype
+    torch.testing.assert_close(host, tensor, rtol=1e-5, atol=1e-6)

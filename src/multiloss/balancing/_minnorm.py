@@ -18,7 +18,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from multiloss.balancing._linalg import can_read, check_gram, normalize_gram, single_thread
+from multiloss.balancing._linalg import (
+    Array,
+    can_read,
+    check_gram,
+    from_host,
+    namespace,
+    normalize_gram,
+    on_host,
+    single_thread,
+)
 from multiloss.balancing._qp import minimize_active_set
 
 __all__ = ["min_norm_exact", "min_norm_weights", "segment_min"]
@@ -130,21 +139,23 @@ def min_norm_exact(gram: Tensor) -> tuple[Tensor, Tensor]:
         tensor([0.2000, 0.8000])
     """
     check_gram(gram, "MGDA")
+    host = on_host(gram)  # on the CPU the small solve runs in NumPy (see _linalg.py)
     with single_thread(gram.device):
         t = gram.shape[0]
-        work, _ = normalize_gram(gram)
-        start = torch.full((1, t), 1.0 / t, dtype=work.dtype, device=work.device)
+        work, _ = normalize_gram(gram, host=host)
+        xp = namespace(work)
+        start = xp.ones_like(work[:1]) / t
         hess = 2 * work[None]
 
-        def grad_hess(v: Tensor) -> tuple[Tensor, Tensor]:
+        def grad_hess(v: Array) -> tuple[Array, Array]:
             return 2 * v @ work, hess
 
         w, iterations = minimize_active_set(
             grad_hess,
             start,
-            torch.zeros_like(start),
-            fixed=torch.zeros_like(start, dtype=torch.bool),
+            xp.zeros_like(start),
+            fixed=xp.zeros_like(start) > 0,
             simplex=True,
             max_iter=2 * t + 4,
         )
-        return w[0].to(gram.dtype), iterations
+        return from_host(w[0], gram), torch.as_tensor(iterations, device=gram.device)

@@ -18,11 +18,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import torch
 from torch import Tensor
 
 from multiloss._validation import check_choice, check_finite_float
-from multiloss.balancing._linalg import check_gram, normalize_gram, single_thread
+from multiloss.balancing._linalg import (
+    Array,
+    check_gram,
+    from_host,
+    namespace,
+    normalize_gram,
+    on_host,
+    single_thread,
+    to_host,
+)
 from multiloss.balancing._plan import Level
 from multiloss.balancing._qp import minimize_active_set
 from multiloss.balancing.context import BalanceContext
@@ -69,51 +77,55 @@ def cagrad_solve(
 ) -> tuple[Tensor, Tensor]:
     """:func:`cagrad_weights` and the simplex weights ``w`` of the dual (a warm start)."""
     check_gram(gram, "CAGrad")
+    host = on_host(gram)  # on the CPU the small solve runs in NumPy (see _linalg.py)
     with single_thread(gram.device):
         t = gram.shape[0]
-        work, _ = normalize_gram(gram)
-        b = work.mean(dim=1)  # G 1 / T: g_i . g0
-        g0_norm = work.mean().clamp(min=0).sqrt()  # ||g0||, since ||g0||^2 = 1^T G 1 / T^2
+        work, _ = normalize_gram(gram, host=host)
+        xp = namespace(work)
+        b = xp.mean(work, axis=1)  # G 1 / T: g_i . g0
+        g0_norm = xp.sqrt(xp.clip(xp.mean(work), 0, None))  # ||g0||: ||g0||^2 = 1^T G 1 / T^2
         radius = c * g0_norm
         if c == 0:  # the objective is linear in w and the correction term vanishes
-            ones = torch.ones(t, dtype=gram.dtype, device=gram.device)
-            return ones, ones / t
-        w = _solve(work, b, radius, start)
-        gw_norm = (w @ work @ w).clamp(min=0).sqrt()
+            ones = xp.ones_like(b)
+            return from_host(ones, gram), from_host(ones / t, gram)
+        warm = None if start is None else (to_host(start) if host else start.to(work))
+        w = _solve(work, b, radius, warm)
+        gw_norm = xp.sqrt(xp.clip(w @ work @ w, 0, None))
         # ||g_w|| ~ 0 (relative to the gradients, which have trace 1 here) means some convex
         # combination of the gradients vanishes: the point is Pareto-stationary, the direction
         # of g_w is undefined, and lambda = radius / ||g_w|| would blow up the weights (their
         # float32 combination would cancel catastrophically). The correction term is dropped
         # (update = the mean gradient); torchjd uses the same 1e-4 threshold.
         usable = gw_norm > 1e-4
-        lam = torch.where(usable, radius / torch.where(usable, gw_norm, 1), 0)
+        lam = xp.where(usable, radius / xp.where(usable, gw_norm, 1), 0)
         weights = 1.0 + t * lam * w
         divisor = {"quadratic": 1.0 + c * c, "linear": 1.0 + c, "none": 1.0}[rescale]
-        return (weights / divisor).to(gram.dtype), w.to(gram.dtype)
+        return from_host(weights / divisor, gram), from_host(w, gram)
 
 
-def _solve(work: Tensor, b: Tensor, radius: Tensor, warm: Tensor | None) -> Tensor:
+def _solve(work: Array, b: Array, radius: Array, warm: Array | None) -> Array:
     """``argmin_{w in simplex}  b . w + radius * sqrt(w^T G w)``.
 
     From ``warm`` (projected back onto the simplex; its zeros start in the working set) when it
     is usable, else from the uniform weights (the official code's start).
     """
+    xp = namespace(work)
     t = work.shape[0]
-    uniform = torch.full((1, t), 1.0 / t, dtype=work.dtype, device=work.device)
+    uniform = xp.ones_like(b)[None] / t
     start = uniform
     if warm is not None and warm.shape == (t,):
-        guess = warm.to(work).clamp(min=0)[None]
-        total = guess.sum()
-        ok = torch.isfinite(total) & (total > 0)
-        start = torch.where(ok, guess / torch.where(ok, total, 1), uniform)
+        guess = xp.clip(warm, 0, None)[None]
+        total = xp.sum(guess)
+        ok = xp.isfinite(total) & (total > 0)
+        start = xp.where(ok, guess / xp.where(ok, total, 1), uniform)
 
-    def value(v: Tensor) -> Tensor:
-        quad = ((v @ work) * v).sum(dim=-1).clamp(min=0)
-        return v @ b + radius * (quad + _SMOOTH).sqrt()
+    def value(v: Array) -> Array:
+        quad = xp.clip(xp.sum((v @ work) * v, axis=-1), 0, None)
+        return v @ b + radius * xp.sqrt(quad + _SMOOTH)
 
-    def grad_hess(v: Tensor) -> tuple[Tensor, Tensor]:
+    def grad_hess(v: Array) -> tuple[Array, Array]:
         gv = v @ work  # (1, T)
-        s = ((gv * v).sum(dim=-1).clamp(min=0) + _SMOOTH).sqrt()[:, None]  # (1, 1)
+        s = xp.sqrt(xp.clip(xp.sum(gv * v, axis=-1), 0, None) + _SMOOTH)[:, None]  # (1, 1)
         grad = b[None, :] + radius * gv / s
         outer = gv[:, :, None] * gv[:, None, :]
         hess = radius * (work[None] / s[:, :, None] - outer / (s**3)[:, :, None])
@@ -122,7 +134,7 @@ def _solve(work: Tensor, b: Tensor, radius: Tensor, warm: Tensor | None) -> Tens
     w, _ = minimize_active_set(
         grad_hess,
         start,
-        torch.zeros_like(start),
+        xp.zeros_like(start),
         fixed=start <= 0,
         simplex=True,
         value=value,

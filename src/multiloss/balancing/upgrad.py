@@ -22,10 +22,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import torch
 from torch import Tensor
 
-from multiloss.balancing._linalg import check_gram, normalize_gram, single_thread
+from multiloss.balancing._linalg import (
+    Array,
+    check_gram,
+    eye,
+    from_host,
+    namespace,
+    normalize_gram,
+    on_host,
+    single_thread,
+    to_host,
+)
 from multiloss.balancing._plan import Level
 from multiloss.balancing._qp import minimize_active_set
 from multiloss.balancing.context import BalanceContext
@@ -66,19 +75,23 @@ def upgrad_solve(
     working set, instead of from ``u`` with every entry there.
     """
     check_gram(gram, "UPGrad")
+    host = on_host(gram)  # on the CPU the small solve runs in NumPy (see _linalg.py)
     with single_thread(gram.device):
         t = gram.shape[0]
-        work, _ = normalize_gram(gram)
+        work, _ = normalize_gram(gram, host=host)
+        xp = namespace(work)
         if preference is None:
-            preference = torch.full((t,), 1.0 / t, dtype=work.dtype, device=work.device)
-        lower = torch.diag(preference.to(work))  # row i: u = preference_i * e_i
+            mix: Array = xp.ones_like(work[0]) / t
+        else:
+            mix = to_host(preference) if host else preference.to(work)
+        lower = eye(t, like=work) * mix[None, :]  # row i: u = preference_i * e_i
         first = lower
         if start is not None and start.shape == (t, t):
-            guess = start.to(work)
-            first = torch.where(torch.isfinite(guess), torch.maximum(guess, lower), lower)
-        hess = 2 * work.expand(t, t, t)
+            guess = to_host(start) if host else start.to(work)
+            first = xp.where(xp.isfinite(guess), xp.maximum(guess, lower), lower)
+        hess = xp.broadcast_to(2 * work, (t, t, t))
 
-        def grad_hess(v: Tensor) -> tuple[Tensor, Tensor]:
+        def grad_hess(v: Array) -> tuple[Array, Array]:
             return 2 * v @ work, hess
 
         solution, _ = minimize_active_set(
@@ -89,7 +102,7 @@ def upgrad_solve(
             simplex=False,
             max_iter=4 * t + 4,
         )
-        return solution.sum(dim=0).to(gram.dtype), solution.to(gram.dtype)
+        return from_host(xp.sum(solution, axis=0), gram), from_host(solution, gram)
 
 
 class UPGrad(GradientBalancer):
