@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import gc
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -55,10 +56,17 @@ def make_model() -> Shared:
 
 
 def start(worker: Callable[..., None], folder: Path, *args: Any, world: int = 2) -> Any:
-    """Start ``worker(rank, world, folder, *args)`` in ``world`` processes; do not wait."""
+    """Start ``worker(rank, world, folder, *args)`` in ``world`` processes; do not wait.
+
+    Every start rendezvouses through a file of its own: a file left by an earlier group (whose
+    processes were killed, or had not removed it yet) holds that group's addresses, and a rank
+    that reads them tries to connect to a port nobody listens on any more (seen once in CI:
+    "failed to connect ... Connection refused", then the rank died).
+    """
+    rendezvous = folder / f"rendezvous-{uuid.uuid4().hex}"
     return mp.start_processes(
         _entry,
-        args=(world, str(folder), worker, args),
+        args=(world, str(folder), str(rendezvous), worker, args),
         nprocs=world,
         join=False,
         start_method="spawn",
@@ -79,12 +87,17 @@ def spawn(
 
 
 def _entry(
-    rank: int, world: int, folder: str, worker: Callable[..., None], args: tuple[Any, ...]
+    rank: int,
+    world: int,
+    folder: str,
+    rendezvous: str,
+    worker: Callable[..., None],
+    args: tuple[Any, ...],
 ) -> None:
     torch.set_num_threads(1)
     dist.init_process_group(
         "gloo",
-        init_method=f"file://{folder}/rendezvous",
+        init_method=f"file://{rendezvous}",
         rank=rank,
         world_size=world,
         timeout=datetime.timedelta(seconds=60),

@@ -100,7 +100,6 @@ def test_kill_and_resume_under_two_processes_is_bit_identical(tmp_path: Path) ->
             process.join(timeout=30)
     assert all(p.exitcode == -signal.SIGKILL for p in context.processes)
 
-    (tmp_path / "rendezvous").unlink(missing_ok=True)
     dist_workers.spawn(dist_workers.resumable, tmp_path, "killed", None, True)
     for rank in (0, 1):
         ours = torch.load(tmp_path / f"killed-resumed-{rank}.pt", weights_only=False)
