@@ -58,6 +58,7 @@ def _loop(
     rows = len(outputs)
     blocks = list(out) if out is not None else _empty_blocks(rows, inputs)
     last = rows - 1
+    unscaled = isinstance(grad_scale, float) and grad_scale == 1.0
     for index, output in enumerate(outputs):
         if not output.requires_grad:
             for block in blocks:
@@ -66,7 +67,7 @@ def _loop(
         grads = torch.autograd.grad(
             output,
             list(inputs),
-            grad_outputs=torch.ones_like(output) * grad_scale,
+            grad_outputs=None if unscaled else torch.ones_like(output) * grad_scale,
             retain_graph=retain_graph or index < last,
             allow_unused=True,
             materialize_grads=True,

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from multiloss.balancing._linalg import (
     Array,
-    can_read,
+    arange,
     check_gram,
     from_host,
     namespace,
@@ -33,14 +33,16 @@ from multiloss.balancing._qp import minimize_active_set
 __all__ = ["min_norm_exact", "min_norm_weights", "segment_min"]
 
 
-def segment_min(aa: Tensor, ab: Tensor, bb: Tensor) -> tuple[Tensor, Tensor]:
+def segment_min(aa: Array, ab: Array, bb: Array) -> tuple[Array, Array]:
     """``argmin_{gamma in [0, 1]} ||gamma a + (1 - gamma) b||^2`` from the three inner products.
 
-    Returns ``(gamma, squared norm at gamma)``, elementwise over broadcastable inputs.
+    Returns ``(gamma, squared norm at gamma)``, elementwise over broadcastable inputs (tensors,
+    or NumPy arrays on the host).
     """
+    xp = namespace(aa)
     denom = aa + bb - 2 * ab
-    safe = torch.where(denom > 0, denom, torch.ones_like(denom))
-    gamma = torch.where(denom > 0, (bb - ab) / safe, torch.ones_like(denom)).clamp(0, 1)
+    safe = xp.where(denom > 0, denom, 1.0)
+    gamma = xp.clip(xp.where(denom > 0, (bb - ab) / safe, 1.0), 0, 1)
     cost = gamma * gamma * aa + (1 - gamma) * (1 - gamma) * bb + 2 * gamma * (1 - gamma) * ab
     return gamma, cost
 
@@ -67,33 +69,36 @@ def min_norm_weights(
         [0.5, 0.5]
     """
     check_gram(gram, "MGDA")
+    host = on_host(gram)  # on the CPU the solve runs on the host (see _linalg.py)
     with single_thread(gram.device):
         t = gram.shape[0]
-        work, _ = normalize_gram(gram)
+        work, _ = normalize_gram(gram, host=host)
+        xp = namespace(work)
         iterations = torch.zeros((), dtype=torch.long, device=gram.device)
         if t == 1:
             return torch.ones(1, dtype=gram.dtype, device=gram.device), iterations
         # Best pair: closed-form minimum on every segment [g_i, g_j], i < j.
-        diag = work.diagonal()
+        diag = xp.linalg.diagonal(work)
         gamma, cost = segment_min(diag[:, None], work, diag[None, :])
-        upper = torch.ones(t, t, dtype=torch.bool, device=work.device).triu(diagonal=1)
+        upper = xp.triu(xp.ones_like(work), 1) > 0
         # One-hot arithmetic instead of indexing with device tensors: never a host read.
-        chosen = torch.where(upper, cost, torch.inf).flatten().argmin()
-        pick = (torch.arange(t * t, device=work.device) == chosen).to(work.dtype).view(t, t)
-        g = (gamma * pick).sum()
-        w = g * pick.sum(dim=1) + (1 - g) * pick.sum(dim=0)  # g e_i + (1 - g) e_j
+        chosen = xp.argmin(xp.reshape(xp.where(upper, cost, float("inf")), (-1,)))
+        pick = (arange(t * t, like=work) == chosen) * xp.ones_like(xp.reshape(work, (-1,)))
+        pick = xp.reshape(pick, (t, t))
+        g = xp.sum(gamma * pick)
+        w = g * xp.sum(pick, axis=1) + (1 - g) * xp.sum(pick, axis=0)  # g e_i + (1 - g) e_j
         if t == 2:
-            return w.to(gram.dtype), iterations
-        if can_read(gram):
-            # On the CPU the loop runs on Python floats: a Frank-Wolfe iteration is a handful
-            # of scalar operations, and as tensor operations it would cost 30 dispatches.
+            return from_host(w, gram), iterations
+        if host:
+            # The loop runs on Python floats: a Frank-Wolfe iteration is a handful of scalar
+            # operations, and as tensor operations it would cost 30 dispatches.
             weights, count = _frank_wolfe_host(work.tolist(), w.tolist(), max_iter, tol)
             return torch.tensor(weights, dtype=gram.dtype), torch.tensor(count)
         gw = work @ w
-        arange = torch.arange(t, device=work.device)
+        index = torch.arange(t, device=work.device)
         for _ in range(max_iter):
             # Frank-Wolfe vertex: the gradient with the least inner product with the current point.
-            vertex = (arange == gw.argmin()).to(work.dtype)  # e_k
+            vertex = (index == gw.argmin()).to(work.dtype)  # e_k
             column = vertex @ work  # G e_k
             step, _ = segment_min(w @ gw, vertex @ gw, vertex @ column)  # weight kept on w
             move = (1 - step) * (vertex - w)
@@ -107,19 +112,27 @@ def min_norm_weights(
 def _frank_wolfe_host(
     gram: list[list[float]], w: list[float], max_iter: int, tol: float
 ) -> tuple[list[float], int]:
-    """The same Frank-Wolfe iterations as the tensor loop above, on Python floats."""
+    """The same Frank-Wolfe iterations as the tensor loop above, on Python floats.
+
+    Two identities keep an iteration at O(T): ``w . Gw`` after the step is the segment
+    minimum's cost (already computed), and the L1 norm of the move ``(1 - step)(e_k - w)`` is
+    ``2 (1 - step)(1 - w_k)`` for ``w`` on the simplex.
+    """
     t = len(w)
     gw = [sum(row[j] * w[j] for j in range(t)) for row in gram]
+    aa = sum(a * b for a, b in zip(w, gw, strict=True))
     for count in range(max_iter):
         k = min(range(t), key=gw.__getitem__)
-        aa, ab, bb = sum(a * b for a, b in zip(w, gw, strict=True)), gw[k], gram[k][k]
+        ab, bb = gw[k], gram[k][k]
         denom = aa + bb - 2 * ab
         step = min(max((bb - ab) / denom, 0.0), 1.0) if denom > 0 else 1.0
-        move = [(1 - step) * ((1.0 if i == k else 0.0) - wi) for i, wi in enumerate(w)]
-        if sum(abs(m) for m in move) < tol:
+        if 2 * (1 - step) * (1 - w[k]) < tol:
             return w, count
-        w = [wi + mi for wi, mi in zip(w, move, strict=True)]
-        gw = [step * g + (1 - step) * gram[i][k] for i, g in enumerate(gw)]
+        keep = 1 - step
+        w = [step * wi for wi in w]
+        w[k] += keep
+        gw = [step * g + keep * gram[i][k] for i, g in enumerate(gw)]
+        aa = step * step * aa + keep * keep * bb + 2 * step * keep * ab
     return w, max_iter
 
 

@@ -18,11 +18,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from multiloss._validation import check_choice
-from multiloss.balancing._linalg import check_gram, single_thread, solver_dtype
+from multiloss.balancing._linalg import (
+    check_gram,
+    from_host,
+    namespace,
+    on_host,
+    single_thread,
+    solver_dtype,
+    to_host,
+)
 from multiloss.balancing._plan import Level
 from multiloss.balancing.context import BalanceContext
 from multiloss.balancing.gradient import GradientBalancer
@@ -50,28 +59,33 @@ def aligned_mtl_weights(gram: Tensor, scale_mode: str = "min") -> Tensor:
         tensor([0.3333, 1.0000])
     """
     check_gram(gram, "AlignedMTL")
+    host = on_host(gram)  # on the CPU the small decomposition runs in NumPy (see _linalg.py)
     with single_thread(gram.device):
         t = gram.shape[0]
-        work = gram.to(solver_dtype(gram.device))
-        work = 0.5 * (work + work.mT)
-        eigenvalues, vectors = torch.linalg.eigh(work)
+        work = to_host(gram) if host else gram.to(solver_dtype(gram.device))
+        xp = namespace(work)
+        work = 0.5 * (work + work.T)
+        eigenvalues, vectors = xp.linalg.eigh(work)
         # Rank cut as in the official code; eps of the gradients' own dtype (float32 gradients
         # carry float32 noise even though the decomposition runs in float64).
-        cut = eigenvalues.max() * t * torch.finfo(gram.dtype).eps
+        cut = xp.max(eigenvalues) * t * torch.finfo(gram.dtype).eps
         kept = eigenvalues > cut
         if scale_mode == "min":
-            scale = torch.where(kept, eigenvalues, torch.inf).min()
+            scale = xp.min(xp.where(kept, eigenvalues, float("inf")))
+        elif scale_mode == "median" and host:  # torch's median: the lower middle value
+            values = eigenvalues[kept]
+            scale = np.quantile(values, 0.5, method="lower") if values.size else 1.0
         elif scale_mode == "median":
-            scale = torch.where(kept, eigenvalues, torch.nan).nanmedian()
+            scale = xp.where(kept, eigenvalues, float("nan")).nanmedian()
         else:
-            count = kept.sum().clamp(min=1)
-            scale = torch.where(kept, eigenvalues, 0).sum() / count
-        safe = torch.where(kept, eigenvalues, torch.ones_like(eigenvalues))
-        factor = torch.where(kept, (scale / safe).sqrt(), 0)
-        weights = vectors @ (factor * vectors.sum(dim=0))  # V diag(factor) V^T 1
+            count = xp.clip(xp.sum(kept), 1, None)
+            scale = xp.sum(xp.where(kept, eigenvalues, 0)) / count
+        safe = xp.where(kept, eigenvalues, 1.0)
+        factor = xp.where(kept, xp.sqrt(scale / safe), 0)
+        weights = vectors @ (factor * xp.sum(vectors, axis=0))  # V diag(factor) V^T 1
         # All gradients zero: every weight multiplies a zero gradient; report ones (like Sum).
-        weights = torch.where(kept.any(), weights, torch.ones_like(weights))
-        return weights.to(gram.dtype)
+        weights = xp.where(xp.any(kept), weights, xp.ones_like(weights))
+        return from_host(weights, gram)
 
 
 class AlignedMTL(GradientBalancer):

@@ -18,10 +18,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import torch
 from torch import Tensor
 
-from multiloss.balancing._linalg import check_gram, normalize_gram, single_thread
+from multiloss.balancing._linalg import (
+    check_gram,
+    eye,
+    from_host,
+    namespace,
+    normalize_gram,
+    on_host,
+    single_thread,
+    solve,
+)
 from multiloss.balancing._plan import Level
 from multiloss.balancing.context import BalanceContext
 from multiloss.balancing.gradient import GradientBalancer
@@ -50,17 +58,18 @@ def imtl_weights(gram: Tensor) -> Tensor:
         True
     """
     check_gram(gram, "IMTL")
+    host = on_host(gram)  # on the CPU the small solve runs in NumPy (see _linalg.py)
     with single_thread(gram.device):
         t = gram.shape[0]
-        work, _ = normalize_gram(gram)
-        norms = work.diagonal().clamp(min=0).sqrt()
-        eye = torch.eye(t, dtype=work.dtype, device=work.device)
-        v, _ = torch.linalg.solve_ex(work + _RIDGE * eye, norms)
-        total = v.sum()
+        work, _ = normalize_gram(gram, host=host)
+        xp = namespace(work)
+        norms = xp.sqrt(xp.clip(xp.linalg.diagonal(work), 0, None))
+        v = solve(work + _RIDGE * eye(t, like=work), norms)
+        total = xp.sum(v)
         # All gradients zero: nothing to balance, report the plain average.
-        safe = torch.where(total.abs() > 0, total, torch.ones_like(total))
-        alpha = torch.where(total.abs() > 0, v / safe, torch.full_like(v, 1.0 / t))
-        return alpha.to(gram.dtype)
+        safe = xp.where(xp.abs(total) > 0, total, 1.0)
+        alpha = xp.where(xp.abs(total) > 0, v / safe, xp.ones_like(v) / t)
+        return from_host(alpha, gram)
 
 
 class IMTL(GradientBalancer):

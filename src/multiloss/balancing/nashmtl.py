@@ -26,7 +26,19 @@ import torch
 from torch import Tensor
 
 from multiloss._validation import check_finite_float, check_int
-from multiloss.balancing._linalg import can_read, check_gram, single_thread, solver_dtype
+from multiloss.balancing._linalg import (
+    can_read,
+    check_gram,
+    eye,
+    from_host,
+    namespace,
+    not_positive_definite,
+    on_host,
+    single_thread,
+    solve,
+    solver_dtype,
+    to_host,
+)
 from multiloss.balancing._plan import Level
 from multiloss.balancing.context import BalanceContext
 from multiloss.balancing.gradient import GradientBalancer
@@ -68,38 +80,39 @@ def nash_weights(
         tensor([1.0000, 1.0000])
     """
     check_gram(gram, "NashMTL")
+    host = on_host(gram)  # on the CPU the small solve runs in NumPy (see _linalg.py)
     with single_thread(gram.device):
         t = gram.shape[0]
-        dtype = solver_dtype(gram.device)
-        work = gram.to(dtype)
-        work = 0.5 * (work + work.mT)
-        norm = torch.linalg.matrix_norm(work)
-        work = work / torch.where(norm > 0, norm, torch.ones_like(norm))
-        eye = torch.eye(t, dtype=dtype, device=gram.device)
-        work = work + _RIDGE * eye
+        work = to_host(gram) if host else gram.to(solver_dtype(gram.device))
+        xp = namespace(work)
+        work = 0.5 * (work + work.T)
+        norm = xp.linalg.matrix_norm(work)
+        work = work / xp.where(norm > 0, norm, 1.0)
+        identity = eye(t, like=work)
+        work = work + _RIDGE * identity
         # Rounding of a float32 Gram matrix can leave it slightly indefinite: shift by the
         # size of that rounding, but only then (see ``normalize_gram`` for why not always).
-        _, info = torch.linalg.cholesky_ex(work)
-        work = work + torch.where(info > 0, t * torch.finfo(gram.dtype).eps, 0.0) * eye
-        alpha = torch.ones(t, dtype=dtype, device=gram.device)
+        rounding = t * torch.finfo(gram.dtype).eps
+        work = work + xp.where(not_positive_definite(work), rounding, 0.0) * identity
+        alpha = xp.ones_like(work[0])
         if start is not None:
-            start = start.to(alpha)
-            alpha = torch.where(torch.isfinite(start) & (start > 0), start, alpha)
-        iterations = torch.zeros((), dtype=torch.long, device=gram.device)
-        readable = can_read(gram)
+            guess = to_host(start) if host else start.to(alpha)
+            alpha = xp.where(xp.isfinite(guess) & (guess > 0), guess, alpha)
+        iterations = xp.sum(alpha < 0)  # 0, as a 0-dim integer array of the right kind
+        readable = host or can_read(gram)
         for _ in range(max_iter):
             grad = work @ alpha - 1.0 / alpha
-            hess = work + torch.diag(1.0 / (alpha * alpha))
-            step, _ = torch.linalg.solve_ex(hess, -grad)
-            decrement = (-(grad @ step)).clamp(min=0).sqrt()
+            hess = work + xp.diag(1.0 / (alpha * alpha))
+            step = solve(hess, -grad)
+            decrement = xp.sqrt(xp.clip(-(grad @ step), 0, None))
             going = decrement > tol
-            iterations = iterations + going.long()
+            iterations = iterations + going * 1
             # Full steps inside the quadratic-convergence region, damped ones outside it.
-            damping = torch.where(decrement < 0.25, 1.0, 1.0 / (1.0 + decrement))
-            alpha = torch.where(going, alpha + damping * step, alpha)
+            damping = xp.where(decrement < 0.25, 1.0, 1.0 / (1.0 + decrement))
+            alpha = xp.where(going, alpha + damping * step, alpha)
             if readable and not bool(going):
                 break
-        return alpha.to(gram.dtype), iterations
+        return from_host(alpha, gram), torch.as_tensor(iterations, device=gram.device)
 
 
 class NashMTL(GradientBalancer):

@@ -19,7 +19,17 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
-from multiloss.balancing._linalg import check_gram, single_thread, solver_dtype
+from multiloss.balancing._linalg import (
+    arange,
+    check_gram,
+    eye,
+    from_host,
+    namespace,
+    on_host,
+    single_thread,
+    solver_dtype,
+    to_host,
+)
 from multiloss.balancing._plan import Level
 from multiloss.balancing.context import BalanceContext
 from multiloss.balancing.gradient import GradientBalancer
@@ -53,21 +63,24 @@ def pcgrad_weights(gram: Tensor, orders: Tensor | None = None) -> Tensor:
         tensor([0.5000, 1.5000])
     """
     check_gram(gram, "PCGrad")
+    host = on_host(gram)  # on the CPU the small loop runs in NumPy (see _linalg.py)
     with single_thread(gram.device):
         t = gram.shape[0]
-        work = gram.to(solver_dtype(gram.device))
         if orders is None:
-            orders = random_orders(t, gram.device)
-        coef = torch.eye(t, dtype=work.dtype, device=work.device)  # row i: g_i^PC in the g basis
-        diag = work.diagonal()
-        safe = torch.where(diag > 0, diag, torch.ones_like(diag))
-        rows = torch.arange(t, device=work.device)
+            orders = random_orders(t, gram.device)  # torch's generator: seeds reproduce runs
+        work = to_host(gram) if host else gram.to(solver_dtype(gram.device))
+        order = orders.cpu().numpy() if host else orders
+        xp = namespace(work)
+        coef = eye(t, like=work)  # row i: g_i^PC in the g basis
+        diag = xp.linalg.diagonal(work)
+        safe = xp.where(diag > 0, diag, 1.0)
+        rows = arange(t, like=work)
         for step in range(t - 1):
-            j = orders[:, step]
+            j = order[:, step]
             inner = (coef @ work)[rows, j]  # g_i^PC . g_j
             # A zero gradient g_j has zero inner product with everything, so its step is 0.
-            coef[rows, j] -= inner.clamp(max=0) / safe[j]
-        return coef.sum(dim=0).to(gram.dtype)
+            coef[rows, j] -= xp.clip(inner, None, 0) / safe[j]
+        return from_host(xp.sum(coef, axis=0), gram)
 
 
 class PCGrad(GradientBalancer):
