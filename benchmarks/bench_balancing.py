@@ -201,13 +201,20 @@ def _measure(tasks: int, variant: str) -> float:
     return _peak_rss_mb() - base
 
 
-def run(quick: bool = False, memory: bool = False, threads: int = 2) -> list[dict]:
+def run(
+    quick: bool = False,
+    memory: bool = False,
+    threads: int = 2,
+    rounds: int | None = None,
+    tasks_list: tuple[int, ...] | None = None,
+) -> list[dict]:
     """Rows of the table: one per (T, method, implementation)."""
     torch.set_num_threads(min(threads, os.cpu_count() or 1))
     rows: list[dict] = []
-    for tasks in (2, 8) if quick else (2, 4, 8):
+    for tasks in tasks_list or ((2, 8) if quick else (2, 4, 8)):
         problem = Problem(tasks)
-        medians = time_steps(variants(problem, METHODS, True), rounds=5 if quick else 15)
+        count = rounds or (5 if quick else 15)
+        medians = time_steps(variants(problem, METHODS, True), rounds=count)
         base = {"T": tasks}
         for name in ("sum", "loop"):
             rows.append({**base, "case": name, "ms": 1e3 * medians[name]})
@@ -281,12 +288,15 @@ def main() -> None:
     parser.add_argument("--memory", action="store_true", help="peak memory, one process each")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--breakdown", action="store_true", help="time the parts of a step")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds (default 15; quick 5)")
+    parser.add_argument("--tasks", type=int, nargs="+", default=None, help="values of T")
     args = parser.parse_args()
     if args.breakdown:
         torch.set_num_threads(args.threads)
         rows = breakdown()
     else:
-        rows = run(quick=args.quick, memory=args.memory, threads=args.threads)
+        tasks = tuple(args.tasks) if args.tasks else None
+        rows = run(args.quick, args.memory, args.threads, args.rounds, tasks)
     keys = list(dict.fromkeys(k for row in rows for k in row))
     print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
     for row in rows:
