@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -201,3 +202,25 @@ def test_host_and_tensor_solvers_agree(
     # converge to rounding.
     tolerance = {"mgda": 1e-4, "cagrad": 1e-5}.get(name, 1e-6)
     torch.testing.assert_close(host @ g, tensor @ g, rtol=0, atol=tolerance * scale)
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS))
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_non_finite_gram_gives_the_same_kind_of_answer_on_both_paths(
+    name: str, bad: float
+) -> None:
+    # An infinite gradient makes the Gram matrix non-finite. Neither path may raise or warn
+    # (the balancer reports non-finite weights itself, naming the method); they agree on
+    # which weights come out non-finite.
+    gram = torch.tensor([[1.0, 0.5, 0.0], [0.5, bad, 0.2], [0.0, 0.2, 2.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        host = SOLVERS[name](gram)
+        previous = _linalg.HOST_SOLVES
+        _linalg.HOST_SOLVES = False
+        try:
+            tensor = SOLVERS[name](gram)
+        finally:
+            _linalg.HOST_SOLVES = previous
+    assert host.shape == tensor.shape == (3,)
+    assert torch.isfinite(host).tolist() == torch.isfinite(tensor).tolist()

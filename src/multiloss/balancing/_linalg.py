@@ -40,6 +40,7 @@ __all__ = [
     "on_host",
     "single_thread",
     "solve",
+    "solver_scope",
     "solver_dtype",
     "to_host",
 ]
@@ -193,3 +194,13 @@ def single_thread(device: torch.device) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+@contextmanager
+def solver_scope(device: torch.device) -> Iterator[None]:
+    """Where a solver runs: one CPU thread (:func:`single_thread`), and NumPy's floating-point
+    warnings off. A non-finite Gram matrix (an infinite gradient) gives non-finite weights on
+    both paths alike, and the balancer stops with its own error naming the method; NumPy's
+    "invalid value encountered" warnings would only be noise in front of it."""
+    with single_thread(device), np.errstate(all="ignore"):
+        yield

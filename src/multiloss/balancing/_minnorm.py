@@ -26,7 +26,7 @@ from multiloss.balancing._linalg import (
     namespace,
     normalize_gram,
     on_host,
-    single_thread,
+    solver_scope,
 )
 from multiloss.balancing._qp import minimize_active_set
 
@@ -70,7 +70,7 @@ def min_norm_weights(
     """
     check_gram(gram, "MGDA")
     host = on_host(gram)  # on the CPU the solve runs on the host (see _linalg.py)
-    with single_thread(gram.device):
+    with solver_scope(gram.device):
         t = gram.shape[0]
         work, _ = normalize_gram(gram, host=host)
         xp = namespace(work)
@@ -153,7 +153,7 @@ def min_norm_exact(gram: Tensor) -> tuple[Tensor, Tensor]:
     """
     check_gram(gram, "MGDA")
     host = on_host(gram)  # on the CPU the small solve runs in NumPy (see _linalg.py)
-    with single_thread(gram.device):
+    with solver_scope(gram.device):
         t = gram.shape[0]
         work, _ = normalize_gram(gram, host=host)
         xp = namespace(work)

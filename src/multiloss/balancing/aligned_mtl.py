@@ -28,8 +28,8 @@ from multiloss.balancing._linalg import (
     from_host,
     namespace,
     on_host,
-    single_thread,
     solver_dtype,
+    solver_scope,
     to_host,
 )
 from multiloss.balancing._plan import Level
@@ -60,11 +60,17 @@ def aligned_mtl_weights(gram: Tensor, scale_mode: str = "min") -> Tensor:
     """
     check_gram(gram, "AlignedMTL")
     host = on_host(gram)  # on the CPU the small decomposition runs in NumPy (see _linalg.py)
-    with single_thread(gram.device):
+    with solver_scope(gram.device):
         t = gram.shape[0]
         work = to_host(gram) if host else gram.to(solver_dtype(gram.device))
         xp = namespace(work)
         work = 0.5 * (work + work.T)
+        # An infinite gradient makes the Gram matrix non-finite, and eigh then raises (NumPy,
+        # torch on the CPU) or returns garbage. Decompose a finite stand-in and return NaN
+        # weights at the end, so the balancer stops with its own error naming the method;
+        # no value is read on the device.
+        finite = xp.all(xp.isfinite(work))
+        work = xp.where(xp.isfinite(work), work, 0.0)
         eigenvalues, vectors = xp.linalg.eigh(work)
         # Rank cut as in the official code; eps of the gradients' own dtype (float32 gradients
         # carry float32 noise even though the decomposition runs in float64).
@@ -85,7 +91,7 @@ def aligned_mtl_weights(gram: Tensor, scale_mode: str = "min") -> Tensor:
         weights = vectors @ (factor * xp.sum(vectors, axis=0))  # V diag(factor) V^T 1
         # All gradients zero: every weight multiplies a zero gradient; report ones (like Sum).
         weights = xp.where(xp.any(kept), weights, xp.ones_like(weights))
-        return from_host(weights, gram)
+        return from_host(xp.where(finite, weights, float("nan")), gram)
 
 
 class AlignedMTL(GradientBalancer):

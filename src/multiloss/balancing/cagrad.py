@@ -28,7 +28,7 @@ from multiloss.balancing._linalg import (
     namespace,
     normalize_gram,
     on_host,
-    single_thread,
+    solver_scope,
     to_host,
 )
 from multiloss.balancing._plan import Level
@@ -78,7 +78,7 @@ def cagrad_solve(
     """:func:`cagrad_weights` and the simplex weights ``w`` of the dual (a warm start)."""
     check_gram(gram, "CAGrad")
     host = on_host(gram)  # on the CPU the small solve runs in NumPy (see _linalg.py)
-    with single_thread(gram.device):
+    with solver_scope(gram.device):
         t = gram.shape[0]
         work, _ = normalize_gram(gram, host=host)
         xp = namespace(work)

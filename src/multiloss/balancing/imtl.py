@@ -27,8 +27,8 @@ from multiloss.balancing._linalg import (
     namespace,
     normalize_gram,
     on_host,
-    single_thread,
     solve,
+    solver_scope,
 )
 from multiloss.balancing._plan import Level
 from multiloss.balancing.context import BalanceContext
@@ -59,7 +59,7 @@ def imtl_weights(gram: Tensor) -> Tensor:
     """
     check_gram(gram, "IMTL")
     host = on_host(gram)  # on the CPU the small solve runs in NumPy (see _linalg.py)
-    with single_thread(gram.device):
+    with solver_scope(gram.device):
         t = gram.shape[0]
         work, _ = normalize_gram(gram, host=host)
         xp = namespace(work)

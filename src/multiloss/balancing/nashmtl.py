@@ -34,9 +34,9 @@ from multiloss.balancing._linalg import (
     namespace,
     not_positive_definite,
     on_host,
-    single_thread,
     solve,
     solver_dtype,
+    solver_scope,
     to_host,
 )
 from multiloss.balancing._plan import Level
@@ -81,7 +81,7 @@ def nash_weights(
     """
     check_gram(gram, "NashMTL")
     host = on_host(gram)  # on the CPU the small solve runs in NumPy (see _linalg.py)
-    with single_thread(gram.device):
+    with solver_scope(gram.device):
         t = gram.shape[0]
         work = to_host(gram) if host else gram.to(solver_dtype(gram.device))
         xp = namespace(work)

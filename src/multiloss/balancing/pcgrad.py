@@ -26,8 +26,8 @@ from multiloss.balancing._linalg import (
     from_host,
     namespace,
     on_host,
-    single_thread,
     solver_dtype,
+    solver_scope,
     to_host,
 )
 from multiloss.balancing._plan import Level
@@ -64,7 +64,7 @@ def pcgrad_weights(gram: Tensor, orders: Tensor | None = None) -> Tensor:
     """
     check_gram(gram, "PCGrad")
     host = on_host(gram)  # on the CPU the small loop runs in NumPy (see _linalg.py)
-    with single_thread(gram.device):
+    with solver_scope(gram.device):
         t = gram.shape[0]
         if orders is None:
             orders = random_orders(t, gram.device)  # torch's generator: seeds reproduce runs

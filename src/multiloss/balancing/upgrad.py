@@ -32,7 +32,7 @@ from multiloss.balancing._linalg import (
     namespace,
     normalize_gram,
     on_host,
-    single_thread,
+    solver_scope,
     to_host,
 )
 from multiloss.balancing._plan import Level
@@ -76,7 +76,7 @@ def upgrad_solve(
     """
     check_gram(gram, "UPGrad")
     host = on_host(gram)  # on the CPU the small solve runs in NumPy (see _linalg.py)
-    with single_thread(gram.device):
+    with solver_scope(gram.device):
         t = gram.shape[0]
         work, _ = normalize_gram(gram, host=host)
         xp = namespace(work)
