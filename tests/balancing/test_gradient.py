@@ -136,3 +136,18 @@ def test_buffers_kept_between_steps_never_carry_a_gradient_over() -> None:
     model.zero_grad(set_to_none=True)
     Fixed().apply(model.losses(), step=1)
     torch.testing.assert_close(second, grads(model), rtol=0, atol=0)
+
+
+def test_release_memory_frees_the_kept_buffers_and_the_next_step_still_works() -> None:
+    model = Toy()
+    balancer = Fixed()
+    balancer.apply(model.losses(), step=0)
+    assert "buffers=[]" not in repr(balancer._engine)  # kept after a CPU step
+    balancer.release_memory()
+    assert "buffers=[]" in repr(balancer._engine)
+    model.zero_grad(set_to_none=True)
+    balancer.apply(model.losses(), step=1)
+    after = grads(model)
+    model.zero_grad(set_to_none=True)
+    Fixed().apply(model.losses(), step=1)
+    torch.testing.assert_close(after, grads(model), rtol=0, atol=0)

@@ -269,6 +269,19 @@ class Balancer(nn.Module):
         if mine:
             self._versions = {id(p): p._version for p in mine}
 
+    def release_memory(self) -> None:
+        """Free the per-loss gradient buffers kept from one step to the next.
+
+        Gradient-level methods on the CPU keep their ``T x P`` Jacobian buffer (``P``: the shared
+        parameters' size) between steps, because allocating it afresh each step costs its page
+        faults every time. Call this before a long pause of a large model (evaluation, another
+        phase of training); the buffer comes back at the next call. Nothing is kept on
+        accelerators, where the caching allocator recycles memory.
+        """
+        for module in self.modules():
+            if isinstance(module, Balancer):
+                module._engine.clear()
+
     def diagnostics(self) -> dict[str, float | Tensor]:
         """``grad/...`` of the last call that computed them, and ``balance/...`` method state."""
         self.check()
