@@ -11,42 +11,31 @@ they are tens to hundreds of operations on ``T x T`` arrays, and a tensor operat
 several microseconds of dispatch where a NumPy one costs about one (measured for 8 losses:
 UPGrad's warm solve 0.43 -> 0.25 ms, Nash-MTL's 0.89 -> 0.35 ms). The code is the same for both:
 it uses the operations NumPy and torch share (``where``, ``amin``, ``linalg.solve``...),
-through :func:`namespace` and the few helpers below for the rest; tests check that both kinds
-give the same updates.
+through the helpers of ``_arrays.py`` for the rest; tests check that both kinds give the same
+updates.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from types import ModuleType
-from typing import Any, TypeAlias
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from multiloss.balancing._arrays import Array, eye, namespace, to_host
+
 __all__ = [
-    "Array",
-    "arange",
     "can_read",
     "check_gram",
-    "copy",
-    "eye",
-    "from_host",
-    "namespace",
     "normalize_gram",
     "not_positive_definite",
     "on_host",
     "single_thread",
-    "solve",
     "solver_scope",
     "solver_dtype",
-    "to_host",
 ]
-
-#: A tensor, or a float64 NumPy array on the host (see the module docstring).
-Array: TypeAlias = Any
 
 
 def solver_dtype(device: torch.device) -> torch.dtype:
@@ -123,55 +112,6 @@ def not_positive_definite(work: Array) -> Array:
         return np.bool_(False)
     _, info = torch.linalg.cholesky_ex(work)
     return info > 0
-
-
-# -- arrays of either kind ------------------------------------------------------------------------
-def namespace(x: Array) -> ModuleType:
-    """``numpy`` for a NumPy array, ``torch`` for a tensor: the module whose functions apply."""
-    return np if isinstance(x, np.ndarray) else torch
-
-
-def to_host(tensor: Tensor) -> np.ndarray:
-    """A CPU tensor as a new float64 NumPy array (never a view: solvers may write into it)."""
-    return np.array(tensor.detach().to(torch.float64).numpy(), dtype=np.float64, copy=True)
-
-
-def from_host(value: Array, like: Tensor) -> Tensor:
-    """A host result back as a tensor of ``like``'s dtype and device (tensors pass through)."""
-    if isinstance(value, Tensor):
-        return value.to(dtype=like.dtype, device=like.device)
-    return torch.from_numpy(np.ascontiguousarray(value)).to(dtype=like.dtype, device=like.device)
-
-
-def eye(t: int, *, like: Array) -> Array:
-    """The ``t x t`` identity in ``like``'s kind, dtype and device."""
-    if isinstance(like, np.ndarray):
-        return np.eye(t, dtype=like.dtype)
-    return torch.eye(t, dtype=like.dtype, device=like.device)
-
-
-def arange(t: int, *, like: Array) -> Array:
-    """``0 .. t-1`` (integers) on ``like``'s device."""
-    if isinstance(like, np.ndarray):
-        return np.arange(t)
-    return torch.arange(t, device=like.device)
-
-
-def copy(x: Array) -> Array:
-    """A copy that owns its memory."""
-    return x.copy() if isinstance(x, np.ndarray) else x.clone()
-
-
-def solve(matrix: Array, rhs: Array) -> Array:
-    """Batched ``matrix^-1 rhs``; on tensors without the singularity check (``solve_ex``), so
-    it never synchronizes an accelerator."""
-    if isinstance(matrix, np.ndarray):
-        try:
-            return np.linalg.solve(matrix, rhs)
-        except np.linalg.LinAlgError:  # exactly singular (the solvers' ridge makes it rare)
-            return np.linalg.pinv(matrix) @ rhs
-    solution, _ = torch.linalg.solve_ex(matrix, rhs)
-    return solution
 
 
 @contextmanager

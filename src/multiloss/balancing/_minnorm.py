@@ -18,16 +18,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from multiloss.balancing._linalg import (
-    Array,
-    arange,
-    check_gram,
-    from_host,
-    namespace,
-    normalize_gram,
-    on_host,
-    solver_scope,
-)
+from multiloss.balancing._arrays import Array, arange, from_host, namespace
+from multiloss.balancing._linalg import check_gram, normalize_gram, on_host, solver_scope
 from multiloss.balancing._qp import minimize_active_set
 
 __all__ = ["min_norm_exact", "min_norm_weights", "segment_min"]

@@ -29,7 +29,8 @@ from collections.abc import Callable
 
 from torch import Tensor
 
-from multiloss.balancing._linalg import Array, arange, can_read, copy, eye, namespace, solve
+from multiloss.balancing._arrays import Array, arange, copy, eye, namespace, solve
+from multiloss.balancing._linalg import can_read
 
 __all__ = ["GradHess", "minimize_active_set"]
 

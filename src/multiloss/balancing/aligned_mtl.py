@@ -23,15 +23,8 @@ import torch
 from torch import Tensor
 
 from multiloss._validation import check_choice
-from multiloss.balancing._linalg import (
-    check_gram,
-    from_host,
-    namespace,
-    on_host,
-    solver_dtype,
-    solver_scope,
-    to_host,
-)
+from multiloss.balancing._arrays import from_host, namespace, to_host
+from multiloss.balancing._linalg import check_gram, on_host, solver_dtype, solver_scope
 from multiloss.balancing._plan import Level
 from multiloss.balancing.context import BalanceContext
 from multiloss.balancing.gradient import GradientBalancer

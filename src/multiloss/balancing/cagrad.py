@@ -21,16 +21,8 @@ from collections.abc import Iterable
 from torch import Tensor
 
 from multiloss._validation import check_choice, check_finite_float
-from multiloss.balancing._linalg import (
-    Array,
-    check_gram,
-    from_host,
-    namespace,
-    normalize_gram,
-    on_host,
-    solver_scope,
-    to_host,
-)
+from multiloss.balancing._arrays import Array, from_host, namespace, to_host
+from multiloss.balancing._linalg import check_gram, normalize_gram, on_host, solver_scope
 from multiloss.balancing._plan import Level
 from multiloss.balancing._qp import minimize_active_set
 from multiloss.balancing.context import BalanceContext

@@ -20,16 +20,8 @@ from collections.abc import Iterable
 
 from torch import Tensor
 
-from multiloss.balancing._linalg import (
-    check_gram,
-    eye,
-    from_host,
-    namespace,
-    normalize_gram,
-    on_host,
-    solve,
-    solver_scope,
-)
+from multiloss.balancing._arrays import eye, from_host, namespace, solve
+from multiloss.balancing._linalg import check_gram, normalize_gram, on_host, solver_scope
 from multiloss.balancing._plan import Level
 from multiloss.balancing.context import BalanceContext
 from multiloss.balancing.gradient import GradientBalancer

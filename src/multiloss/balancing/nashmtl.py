@@ -26,18 +26,14 @@ import torch
 from torch import Tensor
 
 from multiloss._validation import check_finite_float, check_int
+from multiloss.balancing._arrays import eye, from_host, namespace, solve, to_host
 from multiloss.balancing._linalg import (
     can_read,
     check_gram,
-    eye,
-    from_host,
-    namespace,
     not_positive_definite,
     on_host,
-    solve,
     solver_dtype,
     solver_scope,
-    to_host,
 )
 from multiloss.balancing._plan import Level
 from multiloss.balancing.context import BalanceContext

@@ -19,17 +19,8 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
-from multiloss.balancing._linalg import (
-    arange,
-    check_gram,
-    eye,
-    from_host,
-    namespace,
-    on_host,
-    solver_dtype,
-    solver_scope,
-    to_host,
-)
+from multiloss.balancing._arrays import arange, eye, from_host, namespace, to_host
+from multiloss.balancing._linalg import check_gram, on_host, solver_dtype, solver_scope
 from multiloss.balancing._plan import Level
 from multiloss.balancing.context import BalanceContext
 from multiloss.balancing.gradient import GradientBalancer

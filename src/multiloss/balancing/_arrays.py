@@ -1,0 +1,70 @@
+"""Arrays of either kind: tensors (on any device) or float64 NumPy arrays on the host.
+
+The gradient-level solvers are written once, with the operations torch and NumPy share
+(``where``, ``amin``, ``argmin``, ``clip``, ``concatenate``, ``linalg.solve``,
+``linalg.diagonal``..., looked up in :func:`namespace`), and run on tensors on accelerators and
+on NumPy arrays on the CPU (see ``_linalg.py`` for why). These helpers cover what the two spell
+differently.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any, TypeAlias
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["Array", "arange", "copy", "eye", "from_host", "namespace", "solve", "to_host"]
+
+#: A tensor, or a float64 NumPy array on the host.
+Array: TypeAlias = Any
+
+
+def namespace(x: Array) -> ModuleType:
+    """``numpy`` for a NumPy array, ``torch`` for a tensor: the module whose functions apply."""
+    return np if isinstance(x, np.ndarray) else torch
+
+
+def to_host(tensor: Tensor) -> np.ndarray:
+    """A CPU tensor as a new float64 NumPy array (never a view: solvers may write into it)."""
+    return np.array(tensor.detach().to(torch.float64).numpy(), dtype=np.float64, copy=True)
+
+
+def from_host(value: Array, like: Tensor) -> Tensor:
+    """A host result back as a tensor of ``like``'s dtype and device (tensors pass through)."""
+    if isinstance(value, Tensor):
+        return value.to(dtype=like.dtype, device=like.device)
+    return torch.from_numpy(np.ascontiguousarray(value)).to(dtype=like.dtype, device=like.device)
+
+
+def eye(t: int, *, like: Array) -> Array:
+    """The ``t x t`` identity in ``like``'s kind, dtype and device."""
+    if isinstance(like, np.ndarray):
+        return np.eye(t, dtype=like.dtype)
+    return torch.eye(t, dtype=like.dtype, device=like.device)
+
+
+def arange(t: int, *, like: Array) -> Array:
+    """``0 .. t-1`` (integers) on ``like``'s device."""
+    if isinstance(like, np.ndarray):
+        return np.arange(t)
+    return torch.arange(t, device=like.device)
+
+
+def copy(x: Array) -> Array:
+    """A copy that owns its memory."""
+    return x.copy() if isinstance(x, np.ndarray) else x.clone()
+
+
+def solve(matrix: Array, rhs: Array) -> Array:
+    """Batched ``matrix^-1 rhs``; on tensors without the singularity check (``solve_ex``), so
+    it never synchronizes an accelerator."""
+    if isinstance(matrix, np.ndarray):
+        try:
+            return np.linalg.solve(matrix, rhs)
+        except np.linalg.LinAlgError:  # exactly singular (the solvers' ridge makes it rare)
+            return np.linalg.pinv(matrix) @ rhs
+    solution, _ = torch.linalg.solve_ex(matrix, rhs)
+    return solution

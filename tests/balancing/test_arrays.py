@@ -1,0 +1,30 @@
+"""Arrays of either kind: the helpers for what torch and NumPy spell differently."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from multiloss.balancing._arrays import arange, copy, eye, from_host, namespace, solve, to_host
+
+
+def test_namespace_is_the_module_of_the_array() -> None:
+    assert namespace(np.zeros(2)) is np
+    assert namespace(torch.zeros(2)) is torch
+
+
+def test_array_helpers_keep_the_kind_dtype_and_device() -> None:
+    array, tensor = np.zeros(3), torch.zeros(3, dtype=torch.float64)
+    assert isinstance(eye(2, like=array), np.ndarray)
+    assert eye(2, like=tensor).dtype == torch.float64
+    assert arange(3, like=tensor).tolist() == arange(3, like=array).tolist() == [0, 1, 2]
+    copied = copy(array)
+    copied[0] = 1.0
+    assert array[0] == 0.0  # a copy, not a view
+    source = torch.ones(2, dtype=torch.float64)
+    host = to_host(source)
+    host[0] = 5.0
+    assert float(source[0]) == 1.0  # to_host never shares memory with the tensor
+    assert from_host(host, torch.zeros(1)).dtype == torch.float32
+    singular = np.zeros((1, 2, 2))
+    np.testing.assert_allclose(solve(singular, np.ones((1, 2, 1))), np.zeros((1, 2, 1)))
