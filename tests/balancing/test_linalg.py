@@ -137,6 +137,19 @@ SOLVERS: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
+def _on_tensors(solver: Callable[[Tensor], Tensor], gram: Tensor) -> Tensor:
+    """``solver(gram)`` through the tensor code that accelerators run, here on the CPU.
+
+    (A plain try/finally rather than the monkeypatch fixture: hypothesis tests call this.)
+    """
+    previous = _linalg.HOST_SOLVES
+    _linalg.HOST_SOLVES = False
+    try:
+        return solver(gram)
+    finally:
+        _linalg.HOST_SOLVES = previous
+
+
 def _reversed_orders(t: int) -> Tensor:
     """A fixed projection order for PCGrad (loss i against t-1, t-2, ...; itself skipped)."""
     return torch.tensor([[j for j in reversed(range(t)) if j != i] for i in range(t)]).reshape(
@@ -165,12 +178,7 @@ def test_host_and_tensor_solvers_agree(
         g[0] = 0.0
     gram = g @ g.T
     host = SOLVERS[name](gram)
-    previous = _linalg.HOST_SOLVES
-    _linalg.HOST_SOLVES = False
-    try:
-        tensor = SOLVERS[name](gram)
-    finally:
-        _linalg.HOST_SOLVES = previous
+    tensor = _on_tensors(SOLVERS[name], gram)
     assert isinstance(host, Tensor)
     assert host.dtype == gram.dtype
     # Compared as updates J^T w: with duplicate gradients the weights themselves are not
@@ -196,11 +204,6 @@ def test_a_non_finite_gram_gives_the_same_kind_of_answer_on_both_paths(
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         host = SOLVERS[name](gram)
-        previous = _linalg.HOST_SOLVES
-        _linalg.HOST_SOLVES = False
-        try:
-            tensor = SOLVERS[name](gram)
-        finally:
-            _linalg.HOST_SOLVES = previous
+        tensor = _on_tensors(SOLVERS[name], gram)
     assert host.shape == tensor.shape == (3,)
     assert torch.isfinite(host).tolist() == torch.isfinite(tensor).tolist()

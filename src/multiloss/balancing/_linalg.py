@@ -35,6 +35,7 @@ __all__ = [
     "single_thread",
     "solver_scope",
     "solver_dtype",
+    "solver_matrix",
 ]
 
 
@@ -72,6 +73,12 @@ def check_gram(gram: Tensor, what: str) -> Tensor:
     return gram
 
 
+def solver_matrix(gram: Tensor, *, host: bool) -> Array:
+    """``gram`` where a solver works on it: a float64 NumPy copy on the host, or a tensor in
+    the solver dtype on its own device."""
+    return to_host(gram) if host else gram.to(solver_dtype(gram.device))
+
+
 def normalize_gram(gram: Tensor, *, host: bool = False) -> tuple[Array, Array]:
     """``(gram / trace, trace)`` in the solver dtype, symmetrized; repaired if indefinite.
 
@@ -91,7 +98,7 @@ def normalize_gram(gram: Tensor, *, host: bool = False) -> tuple[Array, Array]:
     (measured on the toy example: Nash-MTL and MGDA then drift towards the larger loss).
     """
     rounding = torch.finfo(gram.dtype).eps
-    work = to_host(gram) if host else gram.to(solver_dtype(gram.device))
+    work = solver_matrix(gram, host=host)
     xp = namespace(work)
     work = 0.5 * (work + work.T)
     trace = xp.sum(xp.linalg.diagonal(work))

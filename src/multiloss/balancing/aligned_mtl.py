@@ -23,8 +23,8 @@ import torch
 from torch import Tensor
 
 from multiloss._validation import check_choice
-from multiloss.balancing._arrays import from_host, namespace, to_host
-from multiloss.balancing._linalg import check_gram, on_host, solver_dtype, solver_scope
+from multiloss.balancing._arrays import from_host, namespace
+from multiloss.balancing._linalg import check_gram, on_host, solver_matrix, solver_scope
 from multiloss.balancing._plan import Level
 from multiloss.balancing.context import BalanceContext
 from multiloss.balancing.gradient import GradientBalancer
@@ -55,7 +55,7 @@ def aligned_mtl_weights(gram: Tensor, scale_mode: str = "min") -> Tensor:
     host = on_host(gram)  # on the CPU the small decomposition runs in NumPy (see _linalg.py)
     with solver_scope(gram.device):
         t = gram.shape[0]
-        work = to_host(gram) if host else gram.to(solver_dtype(gram.device))
+        work = solver_matrix(gram, host=host)
         xp = namespace(work)
         work = 0.5 * (work + work.T)
         # An infinite gradient makes the Gram matrix non-finite, and eigh then raises (NumPy,

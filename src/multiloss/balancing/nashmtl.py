@@ -32,7 +32,7 @@ from multiloss.balancing._linalg import (
     check_gram,
     not_positive_definite,
     on_host,
-    solver_dtype,
+    solver_matrix,
     solver_scope,
 )
 from multiloss.balancing._plan import Level
@@ -79,7 +79,7 @@ def nash_weights(
     host = on_host(gram)  # on the CPU the small solve runs in NumPy (see _linalg.py)
     with solver_scope(gram.device):
         t = gram.shape[0]
-        work = to_host(gram) if host else gram.to(solver_dtype(gram.device))
+        work = solver_matrix(gram, host=host)
         xp = namespace(work)
         work = 0.5 * (work + work.T)
         norm = xp.linalg.matrix_norm(work)

@@ -19,8 +19,8 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
-from multiloss.balancing._arrays import arange, eye, from_host, namespace, to_host
-from multiloss.balancing._linalg import check_gram, on_host, solver_dtype, solver_scope
+from multiloss.balancing._arrays import arange, eye, from_host, namespace
+from multiloss.balancing._linalg import check_gram, on_host, solver_matrix, solver_scope
 from multiloss.balancing._plan import Level
 from multiloss.balancing.context import BalanceContext
 from multiloss.balancing.gradient import GradientBalancer
@@ -59,7 +59,7 @@ def pcgrad_weights(gram: Tensor, orders: Tensor | None = None) -> Tensor:
         t = gram.shape[0]
         if orders is None:
             orders = random_orders(t, gram.device)  # torch's generator: seeds reproduce runs
-        work = to_host(gram) if host else gram.to(solver_dtype(gram.device))
+        work = solver_matrix(gram, host=host)
         order = orders.cpu().numpy() if host else orders
         xp = namespace(work)
         coef = eye(t, like=work)  # row i: g_i^PC in the g basis
