@@ -64,6 +64,26 @@ class Toy(nn.Module):
         return out if names is None else {name: out[name] for name in names}
 
 
+class Wide(nn.Module):
+    """A narrow input layer (its weight stays a dense block), a wide one (factored: batch 4
+    is below its width), four heads of different target scales."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.trunk = nn.Sequential(nn.Linear(3, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh())
+        self.heads = nn.ModuleList(nn.Linear(32, 1) for _ in range(4))
+        self.x = torch.randn(4, 3)
+        self.y = torch.randn(4, 4) * torch.tensor([1.0, 3.0, 10.0, 0.3])
+
+    def losses(self) -> dict[str, Tensor]:
+        z = self.trunk(self.x)
+        return {
+            f"t{i}": (head(z).squeeze(1) - self.y[:, i]).pow(2).mean()
+            for i, head in enumerate(self.heads)
+        }
+
+
 def grads(model: nn.Module) -> dict[str, Tensor]:
     """Every parameter's gradient (zeros where None), cloned."""
     return {

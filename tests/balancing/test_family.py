@@ -12,11 +12,13 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from multiloss.balancing import Sum
+import multiloss.balancing.context as context
+from multiloss.balancing import GradientBalancer, GradNorm, Sum
 from tests.balancing import cases as case_modules
 from tests.balancing.properties import (
     BalancerCase,
     Toy,
+    Wide,
     assert_grads_close,
     grads,
     run,
@@ -194,3 +196,35 @@ def test_any_order_and_weights_give_the_same_finite_update(
     assert all(torch.isfinite(torch.as_tensor(v)) for v in used_b.values())
     assert used_a == pytest.approx({k: float(v) for k, v in used_b.items()})
     assert_grads_close(grads_a, grads(model))
+
+
+def _uses_the_parameter_jacobian(case: BalancerCase) -> bool:
+    return any(
+        (isinstance(m, GradientBalancer) and m.level == "parameters")
+        or (isinstance(m, GradNorm) and m.layer != "representation")
+        for m in case.build().modules()
+    )
+
+
+@cases(_uses_the_parameter_jacobian)
+def test_factored_linear_layers_give_the_dense_update(
+    case: BalancerCase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Wide's second layer is kept factored (batch 4 < width 32): every method must give the
+    # update it gives from the rows themselves.
+    found: list[int] = []
+    real = context.find_factored
+    monkeypatch.setattr(
+        context, "find_factored", lambda *a: found.append(len(real(*a))) or real(*a)
+    )
+    updates = []
+    for factored in (True, False):
+        model, balancer = Wide(), case.build().use_factored_gradients(factored)
+        torch.manual_seed(0)
+        used = balancer.apply(model.losses(), step=0)
+        updates.append(({k: float(v) for k, v in used.items()}, grads(model)))
+    assert found
+    assert set(found) == {1}
+    (used_f, grads_f), (used_d, grads_d) = updates
+    assert used_f == pytest.approx(used_d, rel=1e-4, abs=1e-6)
+    assert_grads_close(grads_f, grads_d, rtol=1e-4, atol=1e-6)

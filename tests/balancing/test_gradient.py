@@ -111,13 +111,13 @@ def test_on_the_cpu_per_loss_gradients_come_from_the_loop(monkeypatch: pytest.Mo
     import multiloss.balancing.context as context
 
     seen: list[bool] = []
-    real = context.per_loss_gradients
+    real = context.gradients_at
 
     def spy(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
         seen.append(bool(kwargs["batched"]))
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(context, "per_loss_gradients", spy)
+    monkeypatch.setattr(context, "gradients_at", spy)
     Fixed().apply(Toy().losses(), step=0)
     assert seen == [False]
 

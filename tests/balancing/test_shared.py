@@ -59,3 +59,12 @@ def test_losses_without_graph_reach_nothing() -> None:
     assert info.shared == ()
     assert info.others == ()
     assert info.reached == (0, 0)
+
+
+def test_a_fixed_loss_on_a_trunk_parameter_does_not_move_the_last_shared_layer() -> None:
+    # The last shared layer is measured from the balanced losses: an auxiliary penalty on the
+    # trunk's bias (a fixed loss, one edge from it) must not make that bias "the last layer".
+    trunk, a, b = torch.nn.Linear(3, 4), torch.nn.Linear(4, 1), torch.nn.Linear(4, 1)
+    h = torch.tanh(trunk(torch.ones(2, 3)))
+    roots = [a(h).sum(), b(h).sum(), trunk.bias.pow(2).sum()]
+    assert discover(roots, num_balanced=2).last_shared == (trunk.weight,)

@@ -26,11 +26,15 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import Any, NamedTuple, cast
 
 import torch
 from torch import Tensor
+from torch.autograd.graph import GradientEdge
 
-__all__ = ["Engine", "Jacobian", "per_loss_gradients"]
+from multiloss.balancing._blocks import Block, DenseBlock, FactoredBlock
+
+__all__ = ["Engine", "Jacobian", "Target", "gradients_at", "per_loss_gradients"]
 
 
 def _stack(outputs: Sequence[Tensor]) -> Tensor:
@@ -42,13 +46,31 @@ def _stack(outputs: Sequence[Tensor]) -> Tensor:
     return torch.stack([output.reshape(()) for output in outputs])
 
 
-def _empty_blocks(rows: int, inputs: Sequence[Tensor]) -> list[Tensor]:
-    return [torch.empty((rows, *t.shape), dtype=t.dtype, device=t.device) for t in inputs]
+class Target(NamedTuple):
+    """Something to differentiate with respect to: a tensor, or the output of a graph node.
+
+    ``torch.autograd.grad`` accepts both; a ``GradientEdge`` (a linear layer's output, for a
+    factored block) has no tensor to read the shape from, so the shape travels with it.
+    """
+
+    input: Tensor | GradientEdge
+    shape: torch.Size
+    dtype: torch.dtype
+    device: torch.device
+
+    @staticmethod
+    def of(tensor: Tensor) -> Target:
+        """The target for a tensor."""
+        return Target(tensor, tensor.shape, tensor.dtype, tensor.device)
+
+
+def _empty_blocks(rows: int, targets: Sequence[Target]) -> list[Tensor]:
+    return [torch.empty((rows, *t.shape), dtype=t.dtype, device=t.device) for t in targets]
 
 
 def _loop(
     outputs: Sequence[Tensor],
-    inputs: Sequence[Tensor],
+    targets: Sequence[Target],
     grad_scale: float | Tensor,
     retain_graph: bool,
     out: Sequence[Tensor] | None = None,
@@ -56,9 +78,10 @@ def _loop(
     # Each gradient is copied into its row as soon as it exists, so the peak is the blocks
     # plus one gradient, not twice the blocks (a list of rows, then a stacked copy).
     rows = len(outputs)
-    blocks = list(out) if out is not None else _empty_blocks(rows, inputs)
+    blocks = list(out) if out is not None else _empty_blocks(rows, targets)
     last = rows - 1
     unscaled = isinstance(grad_scale, float) and grad_scale == 1.0
+    inputs: Any = [target.input for target in targets]  # tensors and edges, mixed
     for index, output in enumerate(outputs):
         if not output.requires_grad:
             for block in blocks:
@@ -66,14 +89,16 @@ def _loop(
             continue
         grads = torch.autograd.grad(
             output,
-            list(inputs),
+            inputs,
             grad_outputs=None if unscaled else torch.ones_like(output) * grad_scale,
             retain_graph=retain_graph or index < last,
-            allow_unused=True,
-            materialize_grads=True,
+            allow_unused=True,  # unused: None, a zero row (materialize_grads refuses edges)
         )
         for block, grad in zip(blocks, grads, strict=True):
-            block[index].copy_(grad)
+            if grad is None:
+                block[index].zero_()
+            else:
+                block[index].copy_(grad)
         del grads
     return blocks
 
@@ -115,19 +140,38 @@ def per_loss_gradients(
         tensor([[1., 1.],
                 [2., 4.]])
     """
-    if not outputs or not inputs:
+    return gradients_at(
+        outputs,
+        [Target.of(t) for t in inputs],
+        retain_graph=retain_graph,
+        grad_scale=grad_scale,
+        batched=batched,
+        out=out,
+    )
+
+
+def gradients_at(
+    outputs: Sequence[Tensor],
+    targets: Sequence[Target],
+    *,
+    retain_graph: bool,
+    grad_scale: float | Tensor = 1.0,
+    batched: bool = True,
+    out: Sequence[Tensor] | None = None,
+) -> tuple[list[Tensor], bool]:
+    """:func:`per_loss_gradients` for targets (tensors or graph edges)."""
+    if not outputs or not targets:
         raise ValueError(
             f"per_loss_gradients needs at least one output and one input; got {len(outputs)} "
-            f"outputs and {len(inputs)} inputs"
+            f"outputs and {len(targets)} inputs"
         )
+    rows = len(outputs)
     if not any(output.requires_grad for output in outputs):
-        zeros = [
-            torch.zeros((len(outputs), *t.shape), dtype=t.dtype, device=t.device) for t in inputs
-        ]
+        zeros = [torch.zeros((rows, *t.shape), dtype=t.dtype, device=t.device) for t in targets]
         return zeros, batched
-    if batched and len(outputs) > 1:
+    if batched and rows > 1:
         stacked = _stack(outputs)
-        eye = torch.eye(len(outputs), dtype=stacked.dtype, device=stacked.device)
+        eye = torch.eye(rows, dtype=stacked.dtype, device=stacked.device)
         if not (isinstance(grad_scale, float) and grad_scale == 1.0):
             eye = eye * grad_scale
         try:
@@ -135,11 +179,10 @@ def per_loss_gradients(
             # batching rule) would otherwise leave nothing for the loop to fall back on.
             grads = torch.autograd.grad(
                 stacked,
-                list(inputs),
+                cast(Any, [target.input for target in targets]),  # tensors and edges, mixed
                 grad_outputs=eye,
                 retain_graph=True,
                 allow_unused=True,
-                materialize_grads=True,
                 is_grads_batched=True,
             )
         except RuntimeError as error:
@@ -150,15 +193,16 @@ def per_loss_gradients(
                 RuntimeWarning,
                 stacklevel=3,
             )
-            return _loop(outputs, inputs, grad_scale, retain_graph, out), False
-        # An input no loss depends on comes back as unbatched zeros: give it its rows.
-        rows = len(outputs)
-        blocks = [
-            g if g.shape[:1] == (rows,) and g.dim() == t.dim() + 1 else g.expand(rows, *t.shape)
-            for g, t in zip(grads, inputs, strict=True)
-        ]
+            return _loop(outputs, targets, grad_scale, retain_graph, out), False
+        blocks: list[Tensor] = []
+        for grad, target in zip(grads, targets, strict=True):
+            if grad is None:  # no loss depends on it
+                grad = torch.zeros((rows, *target.shape), dtype=target.dtype, device=target.device)
+            elif grad.shape != (rows, *target.shape):  # unbatched zeros: give them their rows
+                grad = grad.expand(rows, *target.shape)
+            blocks.append(grad.to(target.dtype))
         return blocks, True
-    return _loop(outputs, inputs, grad_scale, retain_graph, out), batched
+    return _loop(outputs, targets, grad_scale, retain_graph, out), batched
 
 
 class Engine:
@@ -168,6 +212,8 @@ class Engine:
       pass on accelerators, the loop on the CPU, where ``R`` plain backward passes are faster),
       ``False`` once a batched pass failed (an operation without a batching rule), so the
       failure is not retried at every step.
+    * ``factor_linear``: keep the per-loss gradients of linear layers' weights factored when
+      that is cheaper (``_factored.py``; on by default, ``False`` forms every row).
     * :meth:`buffers`: the loop's output blocks on the CPU, kept for the next call with the same
       shapes (one set at a time). They are overwritten by that call: a method that keeps
       per-loss gradients past its step must copy them.
@@ -180,11 +226,12 @@ class Engine:
         >>> first[0].shape, engine.buffers(2, [w])[0] is first[0]
         (torch.Size([2, 3]), True)
         >>> engine
-        Engine(batched=None, buffers=[(2, 3)])
+        Engine(batched=None, factor_linear=True, buffers=[(2, 3)])
     """
 
     def __init__(self) -> None:
         self.batched: bool | None = None
+        self.factor_linear = True
         self._key: tuple[object, ...] | None = None
         self._blocks: list[Tensor] = []
 
@@ -192,16 +239,17 @@ class Engine:
         """Whether to try the batched pass for outputs on ``device``."""
         return self.batched if self.batched is not None else device.type != "cpu"
 
-    def buffers(self, rows: int, inputs: Sequence[Tensor]) -> list[Tensor] | None:
+    def buffers(self, rows: int, inputs: Sequence[Tensor | Target]) -> list[Tensor] | None:
         """Reusable ``(rows, *input.shape)`` blocks for CPU inputs; ``None`` elsewhere (the
         CUDA caching allocator already recycles memory, and held buffers would only take
         space from the next forward pass)."""
-        if not inputs or any(t.device.type != "cpu" for t in inputs):
+        targets = [t if isinstance(t, Target) else Target.of(t) for t in inputs]
+        if not targets or any(t.device.type != "cpu" for t in targets):
             return None
-        key = (rows, *((tuple(t.shape), t.dtype) for t in inputs))
+        key = (rows, *((tuple(t.shape), t.dtype) for t in targets))
         if key != self._key:
             self._blocks = []  # free the old set before allocating the new one
-            self._blocks = _empty_blocks(rows, inputs)
+            self._blocks = _empty_blocks(rows, targets)
             self._key = key
         return self._blocks
 
@@ -214,26 +262,42 @@ class Engine:
         # balancers overwrite each other's gradients, and copying them is a waste.
         copy = Engine()
         copy.batched = self.batched
+        copy.factor_linear = self.factor_linear
         return copy
 
     def __getstate__(self) -> dict[str, object]:
-        return {"batched": self.batched, "_key": None, "_blocks": []}
+        return {
+            "batched": self.batched,
+            "factor_linear": self.factor_linear,
+            "_key": None,
+            "_blocks": [],
+        }
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.batched, self.factor_linear = None, True  # defaults for older pickles
+        self._key, self._blocks = None, []
+        self.__dict__.update(state)
 
     def __repr__(self) -> str:
         shapes = [tuple(block.shape) for block in self._blocks]
-        return f"Engine(batched={self.batched}, buffers={shapes})"
+        return (
+            f"Engine(batched={self.batched}, factor_linear={self.factor_linear}, buffers={shapes})"
+        )
 
 
 class Jacobian:
-    """Per-loss gradients over a list of tensors, one ``(R, *shape)`` block per tensor.
+    """Per-loss gradients over a list of tensors, one block of ``R`` rows per tensor.
 
     Row ``i`` is ``factors[i]`` times the gradient stored in the blocks; factors are applied
     lazily (see :meth:`scaled`). Gradient-level methods read :meth:`gramian` (``R x R``, enough
     for almost every method), combine rows with :meth:`combine`, and materialize the full
-    ``(R, P)`` matrix with :meth:`matrix` only if they must.
+    ``(R, P)`` matrix with :meth:`matrix` only if they must. A block is stored row by row
+    (:class:`~multiloss.balancing._blocks.DenseBlock`) or, for the weight of a linear layer, as
+    the layer's inputs and output gradients (:class:`~multiloss.balancing._blocks.FactoredBlock`:
+    its rows are never formed); :attr:`blocks` shows every block as ``(R, *shape)`` rows.
 
     Args:
-        blocks: One tensor per input, of shape ``(R, *input.shape)``.
+        blocks: One block per input: a tensor of shape ``(R, *input.shape)``, or a block object.
         factors: ``(R,)`` multipliers of the rows (default: ones).
 
     Example:
@@ -246,24 +310,39 @@ class Jacobian:
         [tensor([2., 1.])]
     """
 
-    def __init__(self, blocks: Sequence[Tensor], factors: Tensor | None = None) -> None:
+    def __init__(self, blocks: Sequence[Tensor | Block], factors: Tensor | None = None) -> None:
         if not blocks:
             raise ValueError("a Jacobian needs at least one block")
-        self.blocks = list(blocks)
-        self.rows = int(self.blocks[0].shape[0])
-        first = self.blocks[0]
+        self.parts: list[Block] = [
+            DenseBlock(block) if isinstance(block, Tensor) else block for block in blocks
+        ]
+        self.rows = self.parts[0].rows
         self.factors = (
-            torch.ones(self.rows, dtype=torch.float32, device=first.device)
+            torch.ones(self.rows, dtype=torch.float32, device=self.parts[0].device)
             if factors is None
             else factors
         )
         self._raw_gramian: Tensor | None = None
+        self._dense: list[Tensor] | None = None
+
+    @property
+    def blocks(self) -> list[Tensor]:
+        """Every block as rows, ``(R, *input.shape)`` (factored blocks are formed on first use)."""
+        if self._dense is None:
+            self._dense = [part.dense() for part in self.parts]
+        return self._dense
+
+    @property
+    def factored(self) -> bool:
+        """Whether some block is kept as a linear layer's factors (rows not formed)."""
+        return any(isinstance(part, FactoredBlock) for part in self.parts)
 
     # -- views ------------------------------------------------------------------------------------
     def scaled(self, factors: Tensor) -> Jacobian:
         """The same gradients with row ``i`` multiplied by ``factors[i]`` (no copy)."""
-        view = Jacobian(self.blocks, self.factors * factors.to(self.factors))
+        view = Jacobian(self.parts, self.factors * factors.to(self.factors))
         view._raw_gramian = self._raw_gramian
+        view._dense = self._dense
         return view
 
     def take(self, rows: Sequence[int] | slice) -> Jacobian:
@@ -273,25 +352,23 @@ class Jacobian:
             return self
         idx = torch.as_tensor(list(index), device=self.factors.device)
         view = Jacobian(
-            [block.index_select(0, idx.to(block.device)) for block in self.blocks],
-            self.factors.index_select(0, idx),
+            [part.select(idx) for part in self.parts], self.factors.index_select(0, idx)
         )
         if self._raw_gramian is not None:
             view._raw_gramian = self._raw_gramian.index_select(0, idx).index_select(1, idx)
         return view
 
+    def select(self, positions: Sequence[int]) -> Jacobian:
+        """The blocks at ``positions`` (columns of some of the tensors), same rows, no copy."""
+        return Jacobian([self.parts[k] for k in positions], self.factors)
+
     # -- reductions -------------------------------------------------------------------------------
     def raw_gramian(self) -> Tensor:
         """``B B^T`` of the stored blocks (without the factors), computed once, in float32."""
         if self._raw_gramian is None:
-            gram = torch.zeros(
-                (self.rows, self.rows), dtype=torch.float32, device=self.factors.device
-            )
-            for block in self.blocks:
-                flat = block.reshape(self.rows, -1)
-                if flat.dtype not in (torch.float32, torch.float64):
-                    flat = flat.float()
-                gram = gram + (flat @ flat.T).to(gram)
+            gram = self.parts[0].gramian()
+            for part in self.parts[1:]:
+                gram = gram + part.gramian()
             self._raw_gramian = gram
         return self._raw_gramian
 
@@ -305,27 +382,21 @@ class Jacobian:
         if self._raw_gramian is not None:
             squares = self._raw_gramian.diagonal()
         else:
-            squares = torch.zeros(self.rows, dtype=torch.float32, device=self.factors.device)
-            for block in self.blocks:
-                flat = block.reshape(self.rows, -1)
-                squares = squares + torch.linalg.vector_norm(flat, dim=1, dtype=torch.float32) ** 2
+            squares = self.parts[0].squared_norms()
+            for part in self.parts[1:]:
+                squares = squares + part.squared_norms()
         return squares.clamp_min(0.0).sqrt() * self.factors.to(torch.float32).abs()
 
     def combine(self, coefficients: Tensor) -> list[Tensor]:
         """``sum_i coefficients[i] * J_i``, one tensor per block (shaped like the input)."""
         weights = coefficients.to(self.factors) * self.factors
-        out: list[Tensor] = []
-        for block in self.blocks:
-            flat = block.reshape(self.rows, -1)
-            out.append((weights.to(flat.dtype) @ flat).reshape(block.shape[1:]))
-        return out
+        return [part.combine(weights) for part in self.parts]
 
     def dot(self, update: Sequence[Tensor]) -> Tensor:
         """``J u``: the inner product of each row with ``update`` (one tensor per block)."""
-        total = torch.zeros(self.rows, dtype=torch.float32, device=self.factors.device)
-        for block, part in zip(self.blocks, update, strict=True):
-            flat = block.reshape(self.rows, -1)
-            total = total + (flat @ part.reshape(-1).to(flat.dtype)).to(total)
+        total = self.parts[0].dot(update[0])
+        for part, piece in zip(self.parts[1:], update[1:], strict=True):
+            total = total + part.dot(piece)
         return total * self.factors.to(total)
 
     def matrix(self) -> Tensor:
@@ -334,5 +405,7 @@ class Jacobian:
         return flat * self.factors.to(flat)[:, None]
 
     def __repr__(self) -> str:
-        sizes = sum(int(block[0].numel()) for block in self.blocks)
-        return f"Jacobian(rows={self.rows}, blocks={len(self.blocks)}, size={sizes})"
+        sizes = sum(part.size() for part in self.parts)
+        factored = sum(isinstance(part, FactoredBlock) for part in self.parts)
+        extra = f", factored={factored}" if factored else ""
+        return f"Jacobian(rows={self.rows}, blocks={len(self.parts)}, size={sizes}{extra})"

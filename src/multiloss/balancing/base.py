@@ -282,6 +282,36 @@ class Balancer(nn.Module):
             if isinstance(module, Balancer):
                 module._engine.clear()
 
+    def use_factored_gradients(self, enabled: bool = True) -> Balancer:
+        """Keep the per-loss gradients of linear layers' weights factored (on by default).
+
+        A gradient-level method needs the Gramian of the per-loss gradients over the shared
+        parameters. For the weight of a linear layer (``nn.Linear``, or any ``x @ W``) found in
+        the graph, the balancer keeps the layer's input ``X`` and each loss's output gradient
+        ``dY_i`` instead of the ``T`` weight gradients ``dY_i^T X``: the backward passes skip the
+        weight's gradient, and the Gramian is ``<(X X^T) dY_i, dY_j>``. Exact (to rounding); used
+        per layer only where it costs fewer operations, i.e. when the batch (rows of ``X``) is
+        smaller than about the layer's width, and never under DDP. ``False`` forms every row,
+        e.g. to compare the two or to read ``jacobian.blocks`` without forming them on demand.
+
+        Returns:
+            The balancer, for chaining.
+
+        Example:
+            >>> from multiloss.balancing import UPGrad
+            >>> UPGrad().use_factored_gradients(False)._engine.factor_linear
+            False
+        """
+        if not isinstance(enabled, bool):
+            raise TypeError(
+                f"`enabled` of {type(self).__name__}.use_factored_gradients must be a bool; "
+                f"got {describe(enabled)}"
+            )
+        for module in self.modules():
+            if isinstance(module, Balancer):
+                module._engine.factor_linear = enabled
+        return self
+
     def diagnostics(self) -> dict[str, float | Tensor]:
         """``grad/...`` of the last call that computed them, and ``balance/...`` method state."""
         self.check()

@@ -14,8 +14,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from multiloss.balancing._distributed import mean_over_ranks
-from multiloss.balancing._jacobian import Engine, Jacobian, _stack, per_loss_gradients
+from multiloss.balancing._blocks import Block
+from multiloss.balancing._distributed import mean_over_ranks, world_size
+from multiloss.balancing._factored import FactoredWeight, find_factored
+from multiloss.balancing._jacobian import Engine, Jacobian, Target, _stack, gradients_at
 from multiloss.balancing._plan import Level, Plan
 from multiloss.balancing.shared import GraphInfo, discover
 
@@ -125,37 +127,71 @@ class _Session:
 
     # -- gradients --------------------------------------------------------------------------------
     def _gradients(
-        self, outputs: Sequence[Tensor], inputs: Sequence[Tensor], *, batched: bool = True
+        self,
+        outputs: Sequence[Tensor],
+        inputs: Sequence[Tensor],
+        *,
+        batched: bool = True,
+        factor: bool = True,
     ) -> Jacobian:
         """Per-output gradients; ``batched=False`` when each output has its own small graph
         to the inputs (a head on the representation): batching would run every head for
-        every row and add up T^2 zero-padded gradients, a loop runs each head once."""
+        every row and add up T^2 zero-padded gradients, a loop runs each head once.
+        ``factor``: keep linear layers' weights factored where it pays (parameters only)."""
         # On a CPU the loop of backward passes is faster than the batched one (vmap's batched
         # matmuls run below the BLAS rate of T plain ones: 40.6 vs 47.7 ms for 8 losses on the
         # 3x512 benchmark trunk, parity at 2), so the batched pass is the default elsewhere only.
         attempt = batched and self.engine.use_batched(outputs[0].device)
-        blocks, batch_ok = per_loss_gradients(
+        factored = self._factored(inputs, len(outputs)) if factor else {}
+        targets: list[Target] = []
+        for tensor in inputs:
+            weight = factored.get(id(tensor))
+            if weight is None:
+                targets.append(Target.of(tensor))
+            else:  # the gradient at each use's output, kept in float32 (at least)
+                targets.extend(
+                    Target(use.edge, use.shape, weight.dtype, tensor.device) for use in weight.uses
+                )
+        blocks, batch_ok = gradients_at(
             outputs,
-            inputs,
+            targets,
             retain_graph=True,
             grad_scale=self.scale,
             batched=attempt,
-            out=None if attempt else self._buffers(len(outputs), inputs),
+            out=None if attempt else self._buffers(len(outputs), targets),
         )
         if attempt and not batch_ok:
             self.engine.batched = False
-        if not any(t is self.representation for t in inputs):
+        if not factored and not any(t is self.representation for t in inputs):
             # Parameter-level gradients are averaged over ranks before any method aggregates
             # them: the per-loss gradients of the global batch. (Representation-level ones are
-            # per example of the local batch and stay local.)
+            # per example of the local batch and stay local; factoring is off under DDP.)
             blocks = mean_over_ranks(blocks)
-        jacobian = Jacobian(blocks)
+        parts: list[Tensor | Block] = []
+        position = 0
+        for tensor in inputs:
+            weight = factored.get(id(tensor))
+            if weight is None:
+                parts.append(blocks[position])
+                position += 1
+            else:
+                count = len(weight.uses)
+                parts.append(weight.block(blocks[position : position + count]))
+                position += count
+        jacobian = Jacobian(parts)
         if isinstance(self.scale, float) and self.scale == 1.0:
             return jacobian
         ones = torch.ones(jacobian.rows, dtype=torch.float32, device=jacobian.factors.device)
         return jacobian.scaled(ones / self.scale)
 
-    def _buffers(self, rows: int, inputs: Sequence[Tensor]) -> list[Tensor] | None:
+    def _factored(self, inputs: Sequence[Tensor], rows: int) -> dict[int, FactoredWeight]:
+        """The weights of ``inputs`` to keep factored (none under DDP: the blocks of every
+        rank are averaged, and a factored block's Gramian is not linear in its factors)."""
+        if not self.engine.factor_linear or rows < 2 or world_size() > 1:
+            return {}
+        return find_factored(self.graph(), inputs, rows)
+
+    def _buffers(self, rows: int, inputs: Sequence[Target]) -> list[Tensor] | None:
         # The kept buffers serve one Jacobian per call: a second one with the same shapes in
         # the same call (GradNorm's layer, then the diagnostics) must not overwrite the first.
         if self._took_buffers:
@@ -198,7 +234,7 @@ class _Session:
         result: tuple[Jacobian, list[float]]
         if level == "representation":
             z = self.require_representation()
-            result = (self._gradients(self.losses, [z], batched=False), [])
+            result = (self._gradients(self.losses, [z], batched=False, factor=False), [])
         else:
             tensors = self.shared() if len(self.losses) > 1 else self.diagnostic_tensors()
             fixed, coefficients = self.fixed_rows(tensors, individual=self.diagnostics)
@@ -213,9 +249,8 @@ class _Session:
         if cached is not None:
             positions = {id(t): k for k, t in enumerate(self.parameter_tensors)}
             if all(id(t) in positions for t in tensors):
-                full = cached[0]
-                blocks = [full.blocks[positions[id(t)]][: len(self.losses)] for t in tensors]
-                return Jacobian(blocks, full.factors[: len(self.losses)])
+                chosen = cached[0].select([positions[id(t)] for t in tensors])
+                return chosen.take(slice(0, len(self.losses)))
         return self._gradients(self.losses, tensors)
 
     def require_representation(self) -> Tensor:

@@ -14,7 +14,7 @@ when they need it (loss-weighting methods never do, except at the log period).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import Tensor
@@ -36,6 +36,9 @@ class GraphInfo:
             parameters of the last shared layer. Matrices (``dim >= 2``) within one edge of
             the closest are preferred, so a linear layer gives its weight, not its bias.
         masks: ``id(leaf)`` -> bit mask of the roots that reach it (bit ``i`` = root ``i``).
+        accumulators: ``id(leaf)`` -> the leaf's ``AccumulateGrad`` node.
+        parents: node -> the ``(parent node, position in its next_functions)`` edges that lead
+            into it: how each leaf is used (``_factored.py`` reads it to find linear layers).
     """
 
     shared: tuple[Tensor, ...]
@@ -44,6 +47,8 @@ class GraphInfo:
     reached: tuple[int, ...]
     last_shared: tuple[Tensor, ...]
     masks: dict[int, int]
+    accumulators: dict[int, Any] = field(default_factory=dict)
+    parents: dict[Any, list[tuple[Any, int]]] = field(default_factory=dict)
 
     def root_reaches(self, index: int, leaves: Sequence[Tensor]) -> bool:
         """Whether root ``index`` reaches at least one of ``leaves``."""
@@ -89,7 +94,8 @@ def discover(roots: Sequence[Tensor], num_balanced: int | None = None) -> GraphI
                 leaf_tensors[id(root)] = root
             continue
         masks[node] = masks.get(node, 0) | (1 << index)
-        depth[node] = 0
+        if index < balanced:  # distances count from the balanced losses only
+            depth[node] = 0
         starts.append(node)
 
     # Topological order (parents before children): reverse post-order of an iterative DFS.
@@ -113,20 +119,28 @@ def discover(roots: Sequence[Tensor], num_balanced: int | None = None) -> GraphI
     order.reverse()
 
     leaf_masks: dict[int, int] = dict(root_leaves)
-    leaf_depth: dict[int, int] = dict.fromkeys(root_leaves, 0)
+    leaf_depth = {key: 0 for key, mask in root_leaves.items() if mask & balanced_mask}
+    accumulators: dict[int, Any] = {}
+    parents: dict[Any, list[tuple[Any, int]]] = {}
     for node in order:
         mask = masks.get(node, 0)
-        level = depth.get(node, 0)
+        level = depth.get(node)
         variable = getattr(node, "variable", None)
         if isinstance(variable, Tensor):  # an AccumulateGrad node: a leaf is reached
             key = id(variable)
             leaf_tensors.setdefault(key, variable)
+            accumulators[key] = node
             leaf_masks[key] = leaf_masks.get(key, 0) | mask
-            leaf_depth[key] = min(leaf_depth.get(key, level), level)
+            if level is not None:
+                leaf_depth[key] = min(leaf_depth.get(key, level), level)
             continue
-        for child in _children(node):
+        for position, (child, _) in enumerate(node.next_functions):
+            if child is None:
+                continue
             masks[child] = masks.get(child, 0) | mask
-            depth[child] = min(depth.get(child, level + 1), level + 1)
+            if level is not None:
+                depth[child] = min(depth.get(child, level + 1), level + 1)
+            parents.setdefault(child, []).append((node, position))
 
     shared: list[Tensor] = []
     others: list[Tensor] = []
@@ -151,4 +165,13 @@ def discover(roots: Sequence[Tensor], num_balanced: int | None = None) -> GraphI
         nearest = [t for t in shared if leaf_depth[id(t)] <= closest + 1]
         matrices = [t for t in nearest if t.dim() >= 2]
         last = tuple(matrices or [t for t in nearest if leaf_depth[id(t)] == closest])
-    return GraphInfo(tuple(shared), tuple(others), tuple(reaches), tuple(reached), last, leaf_masks)
+    return GraphInfo(
+        tuple(shared),
+        tuple(others),
+        tuple(reaches),
+        tuple(reached),
+        last,
+        leaf_masks,
+        accumulators,
+        parents,
+    )

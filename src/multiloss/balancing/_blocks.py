@@ -1,0 +1,180 @@
+"""One tensor's columns of a Jacobian: stored row by row, or as the factors of a linear layer.
+
+A :class:`~multiloss.balancing.Jacobian` is a list of blocks, one per tensor it differentiates
+(a shared parameter, or the representation). Every block answers the same five questions, which
+are all a balancing method needs: the Gramian of its rows, their squared norms, a combination of
+the rows, the inner products of the rows with an update, and (rarely) the rows themselves.
+
+* :class:`DenseBlock` stores the ``R`` gradients, shape ``(R, *tensor.shape)``.
+* :class:`FactoredBlock` stores a weight's gradients the way a linear layer produces them: the
+  layer's input ``X`` (``N x in``, one row per example) and, per loss, the gradient ``dY_i``
+  with respect to the layer's output (``N x out``); the weight's gradient is ``dY_i^T X``. The
+  Gramian then needs no ``(R, out, in)`` tensor at all (the "ghost norm" of per-example
+  gradient clipping, here between losses): ``<dY_i^T X, dY_j^T X> = <(X X^T) dY_i, dY_j>``,
+  which costs ``N^2 (in + R out)`` multiply-adds instead of the ``R N in out`` of forming the
+  gradients, and the backward passes skip the weight's gradient entirely. It pays when the
+  batch ``N`` is smaller than the layer's width (``_factored.py`` decides, per layer).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["Block", "DenseBlock", "FactoredBlock"]
+
+
+def _float(tensor: Tensor) -> Tensor:
+    """Half-precision gradients are reduced in float32 (float64 stays float64)."""
+    return tensor if tensor.dtype in (torch.float32, torch.float64) else tensor.float()
+
+
+class DenseBlock:
+    """``R`` gradients of one tensor, stored: ``data`` has shape ``(R, *tensor.shape)``.
+
+    Example:
+        >>> import torch
+        >>> block = DenseBlock(torch.tensor([[1.0, 0.0], [1.0, 1.0]]))
+        >>> block.gramian()
+        tensor([[1., 1.],
+                [1., 2.]])
+        >>> block.combine(torch.tensor([1.0, -1.0]))
+        tensor([ 0., -1.])
+    """
+
+    def __init__(self, data: Tensor) -> None:
+        self.data = data
+        self.rows = int(data.shape[0])
+        self.device = data.device
+
+    def _flat(self) -> Tensor:
+        return _float(self.data.reshape(self.rows, -1))
+
+    def gramian(self) -> Tensor:
+        """``(R, R)`` float32 inner products of the rows."""
+        flat = self._flat()
+        return (flat @ flat.T).to(torch.float32)
+
+    def squared_norms(self) -> Tensor:
+        """``(R,)`` float32 squared norms of the rows (``R`` times cheaper than the Gramian)."""
+        # In the block's own precision (float64 cannot be reduced "to" float32 by vector_norm).
+        norms: Tensor = torch.linalg.vector_norm(self._flat(), dim=1)
+        return (norms**2).to(torch.float32)
+
+    def combine(self, weights: Tensor) -> Tensor:
+        """``sum_i weights[i] * row_i``, shaped like the tensor."""
+        flat = self.data.reshape(self.rows, -1)
+        return (weights.to(flat.dtype) @ flat).reshape(self.data.shape[1:])
+
+    def dot(self, part: Tensor) -> Tensor:
+        """``(R,)`` float32 inner products of each row with ``part`` (shaped like the tensor)."""
+        flat = self.data.reshape(self.rows, -1)
+        return (flat @ part.reshape(-1).to(flat.dtype)).to(torch.float32)
+
+    def dense(self) -> Tensor:
+        """The rows, ``(R, *tensor.shape)``."""
+        return self.data
+
+    def select(self, index: Tensor) -> DenseBlock:
+        """The block of rows ``index`` (a copy)."""
+        return DenseBlock(self.data.index_select(0, index.to(self.data.device)))
+
+    def size(self) -> int:
+        """Elements of the tensor (columns of the Jacobian)."""
+        return int(self.data[0].numel())
+
+
+class FactoredBlock:
+    """``R`` gradients of a weight ``W`` used as ``Y = X W^T`` (``transposed``) or ``Y = X W``.
+
+    Row ``i`` is ``dY_i^T X`` (``W`` of shape ``out x in``) or ``X^T dY_i`` (``in x out``),
+    never formed unless :meth:`dense` is called.
+
+    Args:
+        inputs: ``X``, ``(N, in)``: the layer's inputs (the uses of a weight applied several
+            times are stacked along ``N``).
+        grads: ``(R, N, out)``: each loss's gradient with respect to the layer's output.
+        transposed: ``W`` is ``out x in`` (``nn.Linear``); else ``in x out``.
+
+    Example:
+        >>> import torch
+        >>> x, dy = torch.randn(5, 3), torch.randn(2, 5, 4)
+        >>> block = FactoredBlock(x, dy, transposed=True)
+        >>> rows = block.dense()  # (2, 4, 3): dY_i^T X
+        >>> torch.allclose(block.gramian(), rows.flatten(1) @ rows.flatten(1).T, atol=1e-5)
+        True
+    """
+
+    def __init__(self, inputs: Tensor, grads: Tensor, *, transposed: bool) -> None:
+        if inputs.dim() != 2 or grads.dim() != 3 or grads.shape[1] != inputs.shape[0]:
+            raise ValueError(
+                "a FactoredBlock needs inputs of shape (N, in) and grads of shape (R, N, out); "
+                f"got inputs {tuple(inputs.shape)} and grads {tuple(grads.shape)}"
+            )
+        self.inputs = inputs
+        self.grads = grads
+        self.transposed = transposed
+        self.rows = int(grads.shape[0])
+        self.device = grads.device
+        self._kernel: list[Tensor] = []  # X X^T, shared with the blocks select() makes
+
+    def _x(self) -> Tensor:
+        return _float(self.inputs)
+
+    def kernel(self) -> Tensor:
+        """``X X^T`` (``N x N``), computed once."""
+        if not self._kernel:
+            x = self._x()
+            self._kernel.append(x @ x.T)
+        return self._kernel[0]
+
+    def gramian(self) -> Tensor:
+        """``(R, R)`` float32: ``<(X X^T) dY_i, dY_j>``, without forming any row."""
+        grads = _float(self.grads)
+        kernel = self.kernel().to(grads.dtype)
+        mixed = torch.matmul(kernel, grads)  # (R, N, out): one GEMM per row against X X^T
+        gram = mixed.reshape(self.rows, -1) @ grads.reshape(self.rows, -1).T
+        return (0.5 * (gram + gram.T)).to(torch.float32)  # exactly symmetric for the solvers
+
+    def squared_norms(self) -> Tensor:
+        """``(R,)`` float32 squared norms (the Gramian's diagonal: no cheaper route here)."""
+        return self.gramian().diagonal().clamp_min(0.0)
+
+    def combine(self, weights: Tensor) -> Tensor:
+        """``sum_i weights[i] * row_i``: one matrix product with the combined ``dY``."""
+        grads = _float(self.grads)
+        mixed = (weights.to(grads.dtype) @ grads.reshape(self.rows, -1)).reshape(grads.shape[1:])
+        x = self._x().to(grads.dtype)
+        return mixed.T @ x if self.transposed else x.T @ mixed
+
+    def dot(self, part: Tensor) -> Tensor:
+        """``(R,)`` float32 ``<row_i, part>`` = ``<dY_i, X part^T>`` (or ``X part``)."""
+        grads = _float(self.grads)
+        x = self._x().to(grads.dtype)
+        projected = x @ (part.to(grads.dtype).T if self.transposed else part.to(grads.dtype))
+        return (grads.reshape(self.rows, -1) @ projected.reshape(-1)).to(torch.float32)
+
+    def dense(self) -> Tensor:
+        """The rows, ``(R, out, in)`` or ``(R, in, out)`` (formed now: costs ``R N in out``)."""
+        grads = _float(self.grads)
+        x = self._x().to(grads.dtype)
+        if self.transposed:
+            return torch.matmul(grads.transpose(1, 2), x)
+        return torch.matmul(x.T, grads)
+
+    def select(self, index: Tensor) -> FactoredBlock:
+        """The block of rows ``index`` (copies those ``dY``; shares ``X`` and ``X X^T``)."""
+        block = FactoredBlock(
+            self.inputs,
+            self.grads.index_select(0, index.to(self.grads.device)),
+            transposed=self.transposed,
+        )
+        block._kernel = self._kernel
+        return block
+
+    def size(self) -> int:
+        """Elements of the weight (columns of the Jacobian)."""
+        return int(self.inputs.shape[1] * self.grads.shape[2])
+
+
+Block = DenseBlock | FactoredBlock

@@ -1,0 +1,191 @@
+"""Which shared weights are linear layers, so their per-loss gradients can stay factored.
+
+The gradient of a weight ``W`` used as ``Y = X W^T`` (``nn.Linear``) is ``dY^T X``. When every use
+of ``W`` in the graph is such a product, the per-loss backward passes only need ``dY_i``, the
+gradient with respect to the layer's output (``torch.autograd.grad`` stops there when asked for a
+``GradientEdge``, and skips ``W``'s own ``R N in out`` product), and the Jacobian keeps the block
+as ``(X, dY)`` (:class:`~multiloss.balancing._blocks.FactoredBlock`).
+
+The layers are read off the autograd graph the balancer walks anyway (``shared.discover``): a
+weight qualifies when every path from its ``AccumulateGrad`` node up to an operation goes through
+casts (``ToCopyBackward0``, autocast) and transposes (``t``, ``T``, ``transpose``) only, and
+ends in the right-hand operand of an ``addmm`` (with ``alpha = 1``) or ``mm``. Anything else (an
+embedding, a convolution, a weight also used elsewhere, a compiled graph that shows no such
+node, saved tensors that cannot be read) keeps the ordinary dense block: the result is the same,
+only the cost differs.
+
+Whether factoring pays is a multiply-add count per layer (``worth_factoring``): the Gramian costs
+``N^2 (in + R out)`` factored against the ``R N in out`` of forming the rows, so it pays when the
+batch ``N`` (rows of ``X``: examples, or tokens) is smaller than about the layer's width.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.autograd.graph import GradientEdge
+
+from multiloss.balancing._blocks import FactoredBlock
+from multiloss.balancing.shared import GraphInfo
+
+__all__ = ["FactoredWeight", "LinearUse", "find_factored", "worth_factoring"]
+
+_CASTS = frozenset({"ToCopyBackward0"})
+
+
+def _transposes(node: Any, kind: str) -> bool | None:
+    """Whether a node on a 2-D weight's path transposes it (``w.t()``, ``w.T``,
+    ``w.transpose(0, 1)``, ``w.permute(1, 0)``); ``None``: not a transpose node."""
+    if kind == "TBackward0":
+        return True
+    if kind == "PermuteBackward0":
+        return [int(d) % 2 for d in node._saved_dims] == [1, 0]
+    if kind == "TransposeBackward0":
+        return int(node._saved_dim0) % 2 != int(node._saved_dim1) % 2
+    return None
+
+
+@dataclass(frozen=True)
+class LinearUse:
+    """One product ``Y = X M`` in which ``M`` is the weight (or its transpose).
+
+    Attributes:
+        edge: Where ``dY`` enters the graph (the gradient with respect to ``Y``).
+        inputs: ``X``, ``(N, in)``, detached.
+        out_features: Columns of ``Y``.
+    """
+
+    edge: GradientEdge
+    inputs: Tensor
+    out_features: int
+
+    @property
+    def shape(self) -> torch.Size:
+        """The shape of ``dY``."""
+        return torch.Size((int(self.inputs.shape[0]), self.out_features))
+
+
+@dataclass(frozen=True)
+class FactoredWeight:
+    """A shared weight all of whose uses are linear products.
+
+    Attributes:
+        weight: The parameter.
+        uses: Each product it enters (several when a layer is applied more than once).
+        transposed: ``Y = X W^T`` (``W`` is ``out x in``, as in ``nn.Linear``); else ``Y = X W``.
+    """
+
+    weight: Tensor
+    uses: tuple[LinearUse, ...]
+    transposed: bool
+
+    @property
+    def examples(self) -> int:
+        """``N``: rows of ``X`` over every use."""
+        return sum(int(use.inputs.shape[0]) for use in self.uses)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the output gradients are kept in (float32 at least)."""
+        return torch.promote_types(self.weight.dtype, torch.float32)
+
+    def block(self, grads: Sequence[Tensor]) -> FactoredBlock:
+        """The block from the output gradients of each use, each ``(R, N_k, out)``."""
+        inputs = [use.inputs for use in self.uses]
+        x = inputs[0] if len(inputs) == 1 else torch.cat(inputs)
+        dy = grads[0] if len(grads) == 1 else torch.cat(list(grads), dim=1)
+        return FactoredBlock(x, dy, transposed=self.transposed)
+
+
+def worth_factoring(rows: int, examples: int, fan_in: int, fan_out: int) -> bool:
+    """Whether the factored block costs fewer multiply-adds than the dense one.
+
+    Factored: ``X X^T`` (``N^2 in``), ``(X X^T) dY_i`` for every row (``R N^2 out``), and the final
+    ``dY^T X`` (``N in out``). Dense: the ``R`` weight gradients the backward passes form
+    (``R N in out``). The dense block's extra passes over memory (the copy into the Jacobian,
+    its Gramian) are not counted, which favours it slightly.
+
+    Example:
+        >>> worth_factoring(rows=8, examples=256, fan_in=512, fan_out=512)
+        True
+        >>> worth_factoring(rows=8, examples=4096, fan_in=512, fan_out=512)  # long sequences
+        False
+    """
+    factored = examples * examples * (fan_in + rows * fan_out) + examples * fan_in * fan_out
+    return factored < rows * examples * fan_in * fan_out
+
+
+def _saved_input(node: Any, name: str) -> Tensor | None:
+    try:
+        value = getattr(node, name)
+    except (RuntimeError, AttributeError):  # freed, or behind a saved-tensor hook that fails
+        return None
+    return value.detach() if isinstance(value, Tensor) and value.dim() == 2 else None
+
+
+def _linear_uses(weight: Tensor, graph: GraphInfo) -> tuple[list[LinearUse], bool] | None:
+    """Every product ``weight`` enters, and its orientation; ``None`` if some use is another op."""
+    start = graph.accumulators.get(id(weight))
+    if start is None:
+        return None
+    uses: list[LinearUse] = []
+    orientations: set[bool] = set()
+    stack: list[tuple[Any, bool]] = [(start, False)]
+    while stack:
+        node, transposed = stack.pop()
+        edges = graph.parents.get(node, [])
+        if not edges:
+            return None
+        for parent, position in edges:
+            kind = type(parent).__name__
+            if kind in _CASTS:
+                stack.append((parent, transposed))
+                continue
+            flips = _transposes(parent, kind)
+            if flips is not None:
+                stack.append((parent, transposed != flips))
+                continue
+            if kind == "AddmmBackward0" and position == 2 and parent._saved_alpha == 1:
+                x = _saved_input(parent, "_saved_mat1")
+            elif kind == "MmBackward0" and position == 1:
+                x = _saved_input(parent, "_saved_self")
+            else:
+                return None
+            if x is None or x.device != weight.device:
+                return None
+            out_features = weight.shape[0] if transposed else weight.shape[1]
+            uses.append(LinearUse(GradientEdge(parent, 0), x, int(out_features)))
+            orientations.add(transposed)
+    if len(orientations) != 1:
+        return None
+    return uses, orientations.pop()
+
+
+def find_factored(
+    graph: GraphInfo, tensors: Sequence[Tensor], rows: int
+) -> dict[int, FactoredWeight]:
+    """The weights among ``tensors`` worth keeping factored, by ``id``.
+
+    Args:
+        graph: The walk of this step's losses (with ``accumulators`` and ``parents``).
+        tensors: The tensors the Jacobian is taken over.
+        rows: ``R``, the number of per-loss gradients.
+    """
+    found: dict[int, FactoredWeight] = {}
+    for tensor in tensors:
+        if tensor.dim() != 2 or not tensor.is_leaf:
+            continue
+        result = _linear_uses(tensor, graph)
+        if result is None:
+            continue
+        uses, transposed = result
+        weight = FactoredWeight(tensor, tuple(uses), transposed)
+        first, second = int(tensor.shape[0]), int(tensor.shape[1])
+        fan_out, fan_in = (first, second) if transposed else (second, first)
+        if worth_factoring(rows, weight.examples, fan_in, fan_out):
+            found[id(tensor)] = weight
+    return found

@@ -1,0 +1,83 @@
+"""Both kinds of Jacobian block answer every question the same way (``_blocks.py``)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from multiloss.balancing import Jacobian
+from multiloss.balancing._blocks import DenseBlock, FactoredBlock
+
+
+def _factored(rows: int, examples: int, fan_in: int, fan_out: int, seed: int, transposed: bool):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(examples, fan_in, generator=generator, dtype=torch.float64)
+    dy = torch.randn(rows, examples, fan_out, generator=generator, dtype=torch.float64)
+    return FactoredBlock(x, dy, transposed=transposed)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.integers(1, 4),
+    examples=st.integers(1, 6),
+    fan_in=st.integers(1, 5),
+    fan_out=st.integers(1, 5),
+    seed=st.integers(0, 2**16),
+    transposed=st.booleans(),
+)
+def test_a_factored_block_agrees_with_its_rows(
+    rows: int, examples: int, fan_in: int, fan_out: int, seed: int, transposed: bool
+) -> None:
+    block = _factored(rows, examples, fan_in, fan_out, seed, transposed)
+    data = block.dense()
+    expected_shape = (rows, fan_out, fan_in) if transposed else (rows, fan_in, fan_out)
+    assert data.shape == expected_shape
+    # The rows themselves, from the definition: dY_i^T X (or X^T dY_i), one loss at a time.
+    for i in range(rows):
+        row = block.grads[i].T @ block.inputs if transposed else block.inputs.T @ block.grads[i]
+        torch.testing.assert_close(data[i], row)
+    dense = DenseBlock(data)
+    generator = torch.Generator().manual_seed(seed + 1)
+    weights = torch.randn(rows, generator=generator, dtype=torch.float64)
+    update = torch.randn(data.shape[1:], generator=generator, dtype=torch.float64)
+    tol = {"rtol": 1e-5, "atol": 1e-5}  # the Gramians are returned in float32
+    torch.testing.assert_close(block.gramian(), dense.gramian(), **tol)
+    torch.testing.assert_close(block.squared_norms(), dense.squared_norms(), **tol)
+    torch.testing.assert_close(block.combine(weights), dense.combine(weights))
+    torch.testing.assert_close(block.dot(update), dense.dot(update), **tol)
+    assert torch.equal(block.gramian(), block.gramian().T)  # symmetric for the solvers
+    index = torch.tensor([rows - 1, 0])
+    torch.testing.assert_close(block.select(index).dense(), dense.select(index).dense())
+
+
+def test_select_shares_the_kernel_and_keeps_the_orientation() -> None:
+    block = _factored(3, 4, 2, 5, seed=0, transposed=False)
+    kernel = block.kernel()
+    chosen = block.select(torch.tensor([2]))
+    assert chosen.kernel() is kernel
+    assert not chosen.transposed
+    assert chosen.rows == 1
+
+
+def test_a_jacobian_mixes_both_kinds_and_shows_rows_on_demand() -> None:
+    factored = _factored(2, 3, 4, 2, seed=5, transposed=True)
+    bias = torch.randn(2, 2, dtype=torch.float64)
+    mixed = Jacobian([factored, bias])
+    plain = Jacobian([factored.dense(), bias])
+    assert mixed.factored
+    assert not plain.factored
+    torch.testing.assert_close(mixed.gramian(), plain.gramian(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(mixed.matrix(), plain.matrix())
+    coefficients = torch.tensor([0.5, -2.0])
+    for a, b in zip(mixed.combine(coefficients), plain.combine(coefficients), strict=True):
+        torch.testing.assert_close(a, b)
+    assert [tuple(b.shape) for b in mixed.blocks] == [(2, 2, 4), (2, 2)]
+    assert "factored=1" in repr(mixed)
+    assert "size=10" in repr(mixed)
+
+
+def test_a_factored_block_refuses_mismatched_factors() -> None:
+    with pytest.raises(ValueError, match=r"inputs of shape \(N, in\).*got inputs \(3, 2\)"):
+        FactoredBlock(torch.zeros(3, 2), torch.zeros(2, 4, 5), transposed=True)

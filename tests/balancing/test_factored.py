@@ -1,0 +1,159 @@
+"""Linear layers found in the graph, and factored Jacobians that give the dense update."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+import multiloss.balancing.context as context
+from multiloss.balancing import (
+    MGDA,
+    Balancer,
+    GradNorm,
+    Normalize,
+    PCGrad,
+    UPGrad,
+)
+from multiloss.balancing._factored import find_factored, worth_factoring
+from multiloss.balancing.shared import discover
+from tests.balancing.properties import Wide
+
+
+def _found(losses: list[Tensor], tensors: list[Tensor]) -> dict[int, object]:
+    return find_factored(discover(losses), tensors, rows=len(losses))
+
+
+def _two_losses(h: Tensor) -> list[Tensor]:
+    return [h.pow(2).mean(), h.sin().sum()]
+
+
+def test_a_wide_linear_layer_on_a_small_batch_is_factored_with_its_input() -> None:
+    layer = nn.Linear(32, 32)
+    x = torch.randn(4, 32)
+    found = _found(_two_losses(layer(x)), [layer.weight, layer.bias])
+    assert list(found) == [id(layer.weight)]  # the bias stays a dense block
+    weight = found[id(layer.weight)]
+    assert weight.transposed
+    assert weight.examples == 4
+    torch.testing.assert_close(weight.uses[0].inputs, x)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        pytest.param(lambda x, w: x @ w.T, id="no-bias"),
+        pytest.param(lambda x, w: (x.reshape(2, 2, 32) @ w.T).reshape(4, 32), id="3d-input"),
+        pytest.param(lambda x, w: x @ w.T + (x.flip(0) @ w.t()), id="applied-twice"),
+        pytest.param(lambda x, w: x @ w.transpose(0, 1), id="transpose"),
+        pytest.param(lambda x, w: nn.functional.linear(x, w.to(torch.float64).float()), id="casts"),
+    ],
+)
+def test_every_use_of_a_linear_weight_is_found(build: Callable[[Tensor, Tensor], Tensor]) -> None:
+    w = nn.Parameter(torch.randn(32, 32))
+    x = torch.randn(4, 32)
+    found = _found(_two_losses(build(x, w)), [w])
+    assert id(w) in found
+
+
+def test_a_weight_used_as_is_keeps_its_orientation() -> None:
+    w = nn.Parameter(torch.randn(32, 24))  # in x out: y = x @ w
+    found = _found(_two_losses(torch.randn(4, 32) @ w), [w])
+    assert not found[id(w)].transposed  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        pytest.param(lambda x, w: x @ w.T + w.sum(), id="also-summed"),
+        pytest.param(lambda x, w: w @ x.T.repeat(1, 1), id="left-operand"),
+        pytest.param(lambda x, w: nn.functional.embedding(torch.tensor([0, 1]), w), id="embedding"),
+    ],
+)
+def test_a_weight_with_another_use_stays_dense(build: Callable[[Tensor, Tensor], Tensor]) -> None:
+    w = nn.Parameter(torch.randn(32, 32))
+    x = torch.randn(4, 32)
+    assert _found(_two_losses(build(x, w)), [w]) == {}
+
+
+def test_a_layer_on_a_large_batch_stays_dense() -> None:
+    layer = nn.Linear(32, 32)
+    assert _found(_two_losses(layer(torch.randn(256, 32))), [layer.weight]) == {}
+
+
+def test_worth_factoring_follows_the_multiply_add_count() -> None:
+    # Measured on the 3x512 benchmark trunk (batch 256): factored 0.78x of dense at T = 8,
+    # 0.91x at T = 4, 1.08x at T = 2 (dense kept); batch 512: 1.09-1.33x (dense kept).
+    assert worth_factoring(8, 256, 512, 512)
+    assert worth_factoring(4, 256, 512, 512)
+    assert not worth_factoring(2, 256, 512, 512)
+    assert not any(worth_factoring(t, 512, 512, 512) for t in (2, 4, 8))
+
+
+def _step(
+    balancer: Balancer, *, scale: float = 1.0, diagnostics: bool = False
+) -> tuple[dict[str, float], dict[str, Tensor], dict[str, float]]:
+    model = Wide()
+    losses = model.losses()
+    losses["aux"] = model.trunk[2].bias.pow(2).sum() * 1e-3  # a fixed loss on the trunk
+    torch.manual_seed(1)  # PCGrad's random order
+    used = balancer.apply(losses, {"aux": 1.0}, step=0, scale=scale, diagnostics=diagnostics)
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    found = {k: float(v) for k, v in balancer.diagnostics().items() if k.startswith("grad/")}
+    return {k: float(v) for k, v in used.items()}, grads, found
+
+
+BALANCERS = [
+    pytest.param(lambda: UPGrad(balance="t*"), id="UPGrad"),
+    pytest.param(lambda: MGDA(balance="t*"), id="MGDA"),
+    pytest.param(lambda: Normalize(PCGrad(), balance="t*"), id="Normalize-PCGrad"),
+    pytest.param(lambda: GradNorm(balance="t*"), id="GradNorm-last-layer"),
+]
+
+
+@pytest.mark.parametrize("make", BALANCERS)
+@pytest.mark.parametrize("batched", [False, True], ids=["loop", "batched"])
+def test_the_factored_update_is_the_dense_update(
+    make: Callable[[], Balancer], batched: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    factored_layers: list[int] = []
+    real = context.find_factored
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        found = real(*args, **kwargs)
+        factored_layers.append(len(found))
+        return found
+
+    monkeypatch.setattr(context, "find_factored", spy)
+    factored = make()
+    dense = copy.deepcopy(factored).use_factored_gradients(False)
+    for balancer in (factored, dense):
+        balancer._engine.batched = batched
+    used_f, grads_f, diag_f = _step(factored, scale=64.0, diagnostics=True)
+    assert factored_layers
+    assert all(n == 1 for n in factored_layers)
+    used_d, grads_d, diag_d = _step(dense, scale=64.0, diagnostics=True)
+    assert len(factored_layers) == len([n for n in factored_layers if n == 1])  # dense: no call
+    assert used_f.keys() == used_d.keys()
+    for name in used_f:
+        assert used_f[name] == pytest.approx(used_d[name], rel=1e-4, abs=1e-6)
+    assert grads_f.keys() == grads_d.keys()
+    for name in grads_f:
+        torch.testing.assert_close(grads_f[name], grads_d[name], rtol=1e-4, atol=1e-6)
+    assert diag_f.keys() == diag_d.keys()
+    assert diag_f
+    for key in diag_f:
+        assert diag_f[key] == pytest.approx(diag_d[key], rel=1e-3, abs=1e-5), key
+
+
+def test_use_factored_gradients_reaches_inner_balancers_and_survives_copies() -> None:
+    outer = Normalize(UPGrad()).use_factored_gradients(False)
+    engines = [m._engine for m in outer.modules() if isinstance(m, Balancer)]
+    assert len(engines) == 2
+    assert not any(e.factor_linear for e in engines)
+    assert not copy.deepcopy(outer)._engine.factor_linear
+    with pytest.raises(TypeError, match=r"`enabled` of UPGrad.use_factored_gradients.*'yes'"):
+        UPGrad().use_factored_gradients("yes")  # type: ignore[arg-type]
