@@ -157,3 +157,19 @@ def test_use_factored_gradients_reaches_inner_balancers_and_survives_copies() ->
     assert not copy.deepcopy(outer)._engine.factor_linear
     with pytest.raises(TypeError, match=r"`enabled` of UPGrad.use_factored_gradients.*'yes'"):
         UPGrad().use_factored_gradients("yes")  # type: ignore[arg-type]
+
+
+def test_under_autocast_the_factored_update_is_the_dense_one_to_bf16_precision() -> None:
+    # Autocast casts the weight (ToCopyBackward0 on its path) and saves bf16 inputs; the
+    # factored block reduces them in float32, the dense path forms bf16 weight gradients.
+    updates = []
+    for factored in (True, False):
+        model = Wide()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            losses = model.losses()
+        weight = model.trunk[2].weight
+        assert id(weight) in _found(list(losses.values()), [weight])
+        UPGrad().use_factored_gradients(factored).apply(losses, step=0)
+        updates.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    for name in updates[0]:
+        torch.testing.assert_close(updates[0][name], updates[1][name], rtol=2e-2, atol=1e-3)
