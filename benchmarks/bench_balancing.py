@@ -9,6 +9,8 @@ step. Variants, timed in turn (round-robin, order rotated every round) in one pr
   for each t, copying the shared gradients into a (T, P) Jacobian after each, then writing
   their sum back (the arithmetic floor of an exact Jacobian: T backward passes);
 * ``ours``: ``Method().apply(losses, step=...)`` (shared parameters found automatically);
+* ``ours-dense`` (``--dense``): the same with ``use_factored_gradients(False)``: every
+  Jacobian row formed, as before linear layers were kept factored;
 * ``ours-rep``: ``Method(level="representation")`` (per-loss gradients w.r.t. the trunk
   output only, then one backward pass);
 * ``torchjd``: ``mtl_backward(losses, features=z)`` then ``jac_to_grad(shared, Aggregator())``.
@@ -79,8 +81,11 @@ class Problem(nn.Module):
         }
 
 
-def variants(problem: Problem, methods: list[str], torchjd: bool) -> dict[str, Step]:
-    """Every variant as a closure performing one full step."""
+def variants(
+    problem: Problem, methods: list[str], torchjd: bool, dense: bool = False
+) -> dict[str, Step]:
+    """Every variant as a closure performing one full step (``dense``: also ours with every
+    Jacobian row formed, ``use_factored_gradients(False)``)."""
     shared = list(problem.trunk.parameters())
     out: dict[str, Step] = {}
 
@@ -113,10 +118,14 @@ def variants(problem: Problem, methods: list[str], torchjd: bool) -> dict[str, S
 
     out["loop"] = step_with(loop)
     jd = _torchjd() if torchjd else None
+    levels = [("parameters", ""), ("representation", "-rep")]
+    if dense:
+        levels.append(("parameters", "-dense"))
     for name in methods:
-        for level in ("parameters", "representation"):
+        for level, suffix in levels:
             balancer = getattr(mb, name)(level=level)
-            suffix = "" if level == "parameters" else "-rep"
+            if suffix == "-dense":
+                balancer.use_factored_gradients(False)
 
             def apply(z: torch.Tensor, losses: dict[str, torch.Tensor], b: mb.Balancer = balancer):
                 b.apply(losses, step=0, representation=z)
@@ -193,7 +202,8 @@ def _peak_rss_mb() -> float:
 def _measure(tasks: int, variant: str) -> float:
     torch.set_num_threads(2)
     problem = Problem(tasks)
-    steps = variants(problem, [variant.split("/")[1]] if "/" in variant else [], True)
+    methods = [variant.split("/")[1]] if "/" in variant else []
+    steps = variants(problem, methods, True, dense=variant.startswith("ours-dense"))
     # No warm-up step: the allocator would keep its pages and hide the variant's own peak.
     base = _peak_rss_mb()
     for _ in range(3):
@@ -207,6 +217,7 @@ def run(
     threads: int = 2,
     rounds: int | None = None,
     tasks_list: tuple[int, ...] | None = None,
+    dense: bool = False,
 ) -> list[dict]:
     """Rows of the table: one per (T, method, implementation)."""
     torch.set_num_threads(min(threads, os.cpu_count() or 1))
@@ -214,19 +225,19 @@ def run(
     for tasks in tasks_list or ((2, 8) if quick else (2, 4, 8)):
         problem = Problem(tasks)
         count = rounds or (5 if quick else 15)
-        medians = time_steps(variants(problem, METHODS, True), rounds=count)
+        medians = time_steps(variants(problem, METHODS, True, dense), rounds=count)
         base = {"T": tasks}
         for name in ("sum", "loop"):
             rows.append({**base, "case": name, "ms": 1e3 * medians[name]})
         for name in METHODS:
-            for impl in ("ours", "ours-rep", "torchjd"):
+            for impl in ("ours", "ours-dense", "ours-rep", "torchjd"):
                 key = f"{impl}/{name}"
                 if key not in medians:
                     continue
                 row = {**base, "case": key, "ms": 1e3 * medians[key]}
                 row["/ loop"] = medians[key] / medians["loop"]
                 row["/ sum"] = medians[key] / medians["sum"]
-                if impl == "ours" and f"torchjd/{name}" in medians:
+                if impl in ("ours", "ours-dense") and f"torchjd/{name}" in medians:
                     row["/ torchjd"] = medians[key] / medians[f"torchjd/{name}"]
                 rows.append(row)
         if memory:
@@ -236,9 +247,26 @@ def run(
     return rows
 
 
+def _factored_targets(problem: Problem, shared: list[torch.Tensor], values: list[torch.Tensor]):  # type: ignore[no-untyped-def]
+    """The targets of the factored engine for this step's graph, and the factored weights."""
+    from multiloss.balancing._factored import find_factored
+    from multiloss.balancing._jacobian import Target
+    from multiloss.balancing.shared import discover
+
+    found = find_factored(discover(values), shared, len(values))
+    targets = []
+    for tensor in shared:
+        weight = found.get(id(tensor))
+        if weight is None:
+            targets.append(Target.of(tensor))
+        else:
+            targets += [Target(u.edge, u.shape, weight.dtype, tensor.device) for u in weight.uses]
+    return targets, found
+
+
 def breakdown(tasks: int = 8, rounds: int = 15) -> list[dict]:
     """Where the time of a parameter-level step goes, part by part (interleaved, medians)."""
-    from multiloss.balancing._jacobian import Engine, Jacobian, per_loss_gradients
+    from multiloss.balancing._jacobian import Engine, Jacobian, gradients_at, per_loss_gradients
     from multiloss.balancing.upgrad import upgrad_solve
 
     problem = Problem(tasks)
@@ -249,6 +277,22 @@ def breakdown(tasks: int = 8, rounds: int = 15) -> list[dict]:
     jacobian = Jacobian(blocks)
     gram = jacobian.gramian()
     _, duals = upgrad_solve(gram)
+    _, losses = problem.losses()
+    values = list(losses.values())
+    targets, found = _factored_targets(problem, shared, values)
+    factored_buffers = Engine().buffers(tasks, targets)
+    grads, _ = gradients_at(values, targets, retain_graph=False, batched=False)
+    parts_f: list[object] = []
+    position = 0
+    for tensor in shared:  # the factored Jacobian, as the balancer assembles it
+        weight = found.get(id(tensor))
+        if weight is None:
+            parts_f.append(grads[position])
+            position += 1
+        else:
+            parts_f.append(weight.block(grads[position : position + len(weight.uses)]))
+            position += len(weight.uses)
+    factored = Jacobian(parts_f)  # type: ignore[arg-type]
 
     def engine(batched: bool) -> Step:
         def run() -> None:
@@ -259,24 +303,39 @@ def breakdown(tasks: int = 8, rounds: int = 15) -> list[dict]:
 
         return run
 
+    def factored_engine() -> None:
+        _, losses = problem.losses()
+        values = list(losses.values())
+        targets, _ = _factored_targets(problem, shared, values)
+        gradients_at(values, targets, retain_graph=False, batched=False, out=factored_buffers)
+
     def loop() -> None:
         _, losses = problem.losses()
         values = list(losses.values())
         for t, loss in enumerate(values):
             torch.autograd.grad(loss, shared, retain_graph=t < tasks - 1)
 
-    def gramian() -> None:
-        jacobian._raw_gramian = None
-        jacobian.gramian()
+    def gramian(jac: Jacobian) -> Step:
+        def run() -> None:
+            jac._raw_gramian = None
+            for part in jac.parts:
+                if hasattr(part, "_kernel"):
+                    part._kernel.clear()  # X X^T is part of the factored Gramian's cost
+            jac.gramian()
+
+        return run
 
     parts: dict[str, Step] = {
         "forward + sum backward": lambda: sum(problem.losses()[1].values()).backward(),  # type: ignore[union-attr]
         "forward + T x autograd.grad (gradients dropped)": loop,
         "forward + CPU engine (loop into kept buffers)": engine(False),
         "forward + batched engine (vmap; accelerators)": engine(True),
-        "Gram matrix J J^T": gramian,
+        "forward + factored engine (walk, loop to layer outputs)": factored_engine,
+        "Gram matrix J J^T": gramian(jacobian),
+        "Gram matrix, factored blocks": gramian(factored),
         "UPGrad weights (solver, warm start)": lambda: upgrad_solve(gram, start=duals),
         "update J^T w": lambda: jacobian.combine(torch.ones(tasks)),
+        "update J^T w, factored blocks": lambda: factored.combine(torch.ones(tasks)),
     }
     medians = time_steps(parts, rounds)
     return [{"T": tasks, "part": k, "ms": 1e3 * v} for k, v in medians.items()]
@@ -290,13 +349,16 @@ def main() -> None:
     parser.add_argument("--breakdown", action="store_true", help="time the parts of a step")
     parser.add_argument("--rounds", type=int, default=None, help="rounds (default 15; quick 5)")
     parser.add_argument("--tasks", type=int, nargs="+", default=None, help="values of T")
+    parser.add_argument(
+        "--dense", action="store_true", help="also ours with every Jacobian row formed"
+    )
     args = parser.parse_args()
     if args.breakdown:
         torch.set_num_threads(args.threads)
         rows = breakdown()
     else:
         tasks = tuple(args.tasks) if args.tasks else None
-        rows = run(args.quick, args.memory, args.threads, args.rounds, tasks)
+        rows = run(args.quick, args.memory, args.threads, args.rounds, tasks, args.dense)
     keys = list(dict.fromkeys(k for row in rows for k in row))
     print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
     for row in rows:
