@@ -66,7 +66,8 @@ class Toy(nn.Module):
 
 class Wide(nn.Module):
     """A narrow input layer (its weight stays a dense block), a wide one (factored: batch 4
-    is below its width), four heads of different target scales."""
+    is below its width), four linear heads of different target scales on the 32-wide
+    representation ``z`` (factored at the representation level: 4 outputs < 32 features)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -78,6 +79,7 @@ class Wide(nn.Module):
 
     def losses(self) -> dict[str, Tensor]:
         z = self.trunk(self.x)
+        self.z = z
         return {
             f"t{i}": (head(z).squeeze(1) - self.y[:, i]).pow(2).mean()
             for i, head in enumerate(self.heads)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from multiloss.balancing import Jacobian
-from multiloss.balancing._blocks import DenseBlock, FactoredBlock
+from multiloss.balancing._blocks import DenseBlock, FactoredBlock, FactoredInputBlock
 
 
 def _factored(rows: int, examples: int, fan_in: int, fan_out: int, seed: int, transposed: bool):
@@ -81,3 +81,39 @@ def test_a_jacobian_mixes_both_kinds_and_shows_rows_on_demand() -> None:
 def test_a_factored_block_refuses_mismatched_factors() -> None:
     with pytest.raises(ValueError, match=r"inputs of shape \(N, in\).*got inputs \(3, 2\)"):
         FactoredBlock(torch.zeros(3, 2), torch.zeros(2, 4, 5), transposed=True)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.integers(1, 4),
+    examples=st.integers(1, 6),
+    outputs=st.integers(1, 4),
+    width=st.integers(1, 6),
+    seed=st.integers(0, 2**16),
+)
+def test_a_factored_input_block_agrees_with_its_rows(
+    rows: int, examples: int, outputs: int, width: int, seed: int
+) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    dy = torch.randn(rows, examples, outputs, generator=generator, dtype=torch.float64)
+    w = torch.randn(outputs, width, generator=generator, dtype=torch.float64)
+    block = FactoredInputBlock(dy, w)
+    data = block.dense()
+    for i in range(rows):  # the gradient with respect to z of y = z W^T: dY_i W
+        torch.testing.assert_close(data[i], dy[i] @ w)
+    dense = DenseBlock(data)
+    weights = torch.randn(rows, generator=generator, dtype=torch.float64)
+    update = torch.randn(examples, width, generator=generator, dtype=torch.float64)
+    tol = {"rtol": 1e-5, "atol": 1e-5}
+    torch.testing.assert_close(block.gramian(), dense.gramian(), **tol)
+    torch.testing.assert_close(block.squared_norms(), dense.squared_norms(), **tol)
+    torch.testing.assert_close(block.combine(weights), dense.combine(weights))
+    torch.testing.assert_close(block.dot(update), dense.dot(update), **tol)
+    index = torch.tensor([0, rows - 1])
+    torch.testing.assert_close(block.select(index).dense(), dense.select(index).dense())
+    assert block.size() == examples * width
+
+
+def test_a_factored_input_block_refuses_mismatched_factors() -> None:
+    with pytest.raises(ValueError, match=r"weights of shape \(O, d\); got grads \(2, 4, 5\)"):
+        FactoredInputBlock(torch.zeros(2, 4, 5), torch.zeros(3, 7))

@@ -18,7 +18,7 @@ from multiloss.balancing import (
     PCGrad,
     UPGrad,
 )
-from multiloss.balancing._factored import find_factored, worth_factoring
+from multiloss.balancing._factored import find_factored, find_factored_input, worth_factoring
 from multiloss.balancing.shared import discover
 from tests.balancing.properties import Wide
 
@@ -173,3 +173,48 @@ def test_under_autocast_the_factored_update_is_the_dense_one_to_bf16_precision()
         updates.append({n: p.grad.clone() for n, p in model.named_parameters()})
     for name in updates[0]:
         torch.testing.assert_close(updates[0][name], updates[1][name], rtol=2e-2, atol=1e-3)
+
+
+def _heads(z: Tensor, count: int = 3) -> list[Tensor]:
+    torch.manual_seed(3)
+    return [nn.Linear(z.shape[1], 1)(z).pow(2).mean() for _ in range(count)]
+
+
+def test_a_representation_read_by_linear_heads_is_factored() -> None:
+    z = torch.tanh(nn.Linear(3, 16)(torch.randn(5, 3)))
+    found = find_factored_input(_heads(z), z)
+    assert found is not None
+    assert tuple(found.weights.shape) == (3, 16)  # the three heads' weights, stacked
+    assert [use.out_features for use in found.uses] == [1, 1, 1]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param(lambda z: z.pow(2).mean(), id="another-use"),
+        pytest.param(lambda z: nn.Linear(16, 16)(z).sum(), id="heads-as-wide-as-z"),
+    ],
+)
+def test_a_representation_with_another_reader_stays_dense(
+    extra: Callable[[Tensor], Tensor],
+) -> None:
+    z = torch.tanh(nn.Linear(3, 16)(torch.randn(5, 3)))
+    assert find_factored_input([*_heads(z), extra(z)], z) is None
+
+
+def test_only_the_representation_s_own_output_is_followed() -> None:
+    # z and its sibling come out of one operation (chunk): the sibling's readers are not z's.
+    h = nn.Linear(3, 32)(torch.randn(5, 3))
+    z, sibling = h.chunk(2, dim=1)
+    losses = [*_heads(z, 2), sibling.pow(2).sum()]
+    found = find_factored_input(losses, z)
+    assert found is not None
+    assert len(found.uses) == 2
+
+
+def test_a_leaf_or_3d_representation_stays_dense() -> None:
+    leaf = torch.randn(5, 16, requires_grad=True)
+    assert find_factored_input(_heads(leaf), leaf) is None
+    z3 = torch.tanh(nn.Linear(3, 16)(torch.randn(2, 5, 3)))
+    heads = [nn.Linear(16, 1)(z3).sum() for _ in range(2)]
+    assert find_factored_input(heads, z3) is None

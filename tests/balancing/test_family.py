@@ -198,33 +198,34 @@ def test_any_order_and_weights_give_the_same_finite_update(
     assert_grads_close(grads_a, grads(model))
 
 
-def _uses_the_parameter_jacobian(case: BalancerCase) -> bool:
-    return any(
-        (isinstance(m, GradientBalancer) and m.level == "parameters")
-        or (isinstance(m, GradNorm) and m.layer != "representation")
-        for m in case.build().modules()
-    )
+def _uses_a_jacobian(case: BalancerCase) -> bool:
+    return any(isinstance(m, GradientBalancer | GradNorm) for m in case.build().modules())
 
 
-@cases(_uses_the_parameter_jacobian)
+@cases(_uses_a_jacobian)
 def test_factored_linear_layers_give_the_dense_update(
     case: BalancerCase, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Wide's second layer is kept factored (batch 4 < width 32): every method must give the
-    # update it gives from the rows themselves.
+    # Wide's second layer is kept factored (batch 4 < width 32), and so is its representation
+    # (read by 4 linear heads): every method must give the update it gives from the rows.
     found: list[int] = []
-    real = context.find_factored
+    real, real_input = context.find_factored, context.find_factored_input
     monkeypatch.setattr(
         context, "find_factored", lambda *a: found.append(len(real(*a))) or real(*a)
+    )
+    monkeypatch.setattr(
+        context,
+        "find_factored_input",
+        lambda *a: found.append(int(real_input(*a) is not None)) or real_input(*a),
     )
     updates = []
     for factored in (True, False):
         model, balancer = Wide(), case.build().use_factored_gradients(factored)
         torch.manual_seed(0)
-        used = balancer.apply(model.losses(), step=0)
+        used = balancer.apply(model.losses(), step=0, representation=model.z)
         updates.append(({k: float(v) for k, v in used.items()}, grads(model)))
-    assert found
-    assert set(found) == {1}
+    assert found  # the factored run looked (the dense one never asks)
+    assert set(found) == {1}  # and found what it should: the wide layer, or the representation
     (used_f, grads_f), (used_d, grads_d) = updates
     assert used_f == pytest.approx(used_d, rel=1e-4, abs=1e-6)
     assert_grads_close(grads_f, grads_d, rtol=1e-4, atol=1e-6)

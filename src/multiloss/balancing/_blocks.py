@@ -14,6 +14,10 @@ the rows, the inner products of the rows with an update, and (rarely) the rows t
   which costs ``N^2 (in + R out)`` multiply-adds instead of the ``R N in out`` of forming the
   gradients, and the backward passes skip the weight's gradient entirely. It pays when the
   batch ``N`` is smaller than the layer's width (``_factored.py`` decides, per layer).
+* :class:`FactoredInputBlock` does the same for a representation ``z`` read only by linear
+  heads: row ``i`` is ``dY_i W`` (the heads' output gradients times their weights), and the
+  Gramian needs the ``O x O`` matrix ``W W^T`` of the heads' ``O`` outputs instead of ``N x d``
+  numbers per row.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["Block", "DenseBlock", "FactoredBlock"]
+__all__ = ["Block", "DenseBlock", "FactoredBlock", "FactoredInputBlock"]
 
 
 def _float(tensor: Tensor) -> Tensor:
@@ -177,4 +181,80 @@ class FactoredBlock:
         return int(self.inputs.shape[1] * self.grads.shape[2])
 
 
-Block = DenseBlock | FactoredBlock
+class FactoredInputBlock:
+    """``R`` gradients of a tensor ``z`` that only enters linear layers: ``Y_u = z W_u^T``.
+
+    Row ``i`` is ``dY_i W`` (``N x d``), with ``dY_i`` the loss's gradients at every layer's
+    output side by side (``N x O``) and ``W`` the layers' weights stacked (``O x d``): the
+    per-loss gradient of a representation read by linear heads. The Gramian is
+    ``<dY_i (W W^T), dY_j>``: ``O x O`` instead of ``N x d`` per row, so a few narrow heads
+    on a wide representation cost almost nothing.
+
+    Args:
+        grads: ``(R, N, O)``: each loss's gradient at the layers' outputs.
+        weights: ``W``, ``(O, d)``.
+
+    Example:
+        >>> import torch
+        >>> dy, w = torch.randn(2, 5, 3), torch.randn(3, 4)
+        >>> block = FactoredInputBlock(dy, w)
+        >>> rows = block.dense()  # (2, 5, 4): dY_i W
+        >>> torch.allclose(block.gramian(), rows.flatten(1) @ rows.flatten(1).T, atol=1e-5)
+        True
+    """
+
+    def __init__(self, grads: Tensor, weights: Tensor) -> None:
+        if weights.dim() != 2 or grads.dim() != 3 or grads.shape[2] != weights.shape[0]:
+            raise ValueError(
+                "a FactoredInputBlock needs grads of shape (R, N, O) and weights of shape "
+                f"(O, d); got grads {tuple(grads.shape)} and weights {tuple(weights.shape)}"
+            )
+        self.grads = grads
+        self.weights = weights
+        self.rows = int(grads.shape[0])
+        self.device = grads.device
+
+    def _parts(self) -> tuple[Tensor, Tensor]:
+        grads = _float(self.grads)
+        return grads, _float(self.weights).to(grads.dtype)
+
+    def gramian(self) -> Tensor:
+        """``(R, R)`` float32: ``<dY_i (W W^T), dY_j>``."""
+        grads, w = self._parts()
+        mixed = grads @ (w @ w.T)
+        gram = mixed.reshape(self.rows, -1) @ grads.reshape(self.rows, -1).T
+        return (0.5 * (gram + gram.T)).to(torch.float32)
+
+    def squared_norms(self) -> Tensor:
+        """``(R,)`` float32 squared norms (the Gramian's diagonal)."""
+        return self.gramian().diagonal().clamp_min(0.0)
+
+    def combine(self, weights: Tensor) -> Tensor:
+        """``sum_i weights[i] * dY_i W``, ``(N, d)``."""
+        grads, w = self._parts()
+        mixed = (weights.to(grads.dtype) @ grads.reshape(self.rows, -1)).reshape(grads.shape[1:])
+        return mixed @ w
+
+    def dot(self, part: Tensor) -> Tensor:
+        """``(R,)`` float32 ``<dY_i W, part>`` = ``<dY_i, part W^T>``."""
+        grads, w = self._parts()
+        projected = part.reshape(grads.shape[1], -1).to(grads.dtype) @ w.T
+        return (grads.reshape(self.rows, -1) @ projected.reshape(-1)).to(torch.float32)
+
+    def dense(self) -> Tensor:
+        """The rows, ``(R, N, d)`` (formed now)."""
+        grads, w = self._parts()
+        return grads @ w
+
+    def select(self, index: Tensor) -> FactoredInputBlock:
+        """The block of rows ``index`` (copies those ``dY``)."""
+        return FactoredInputBlock(
+            self.grads.index_select(0, index.to(self.grads.device)), self.weights
+        )
+
+    def size(self) -> int:
+        """Elements of ``z`` (columns of the Jacobian)."""
+        return int(self.grads.shape[1] * self.weights.shape[1])
+
+
+Block = DenseBlock | FactoredBlock | FactoredInputBlock

@@ -17,6 +17,10 @@ only the cost differs.
 Whether factoring pays is a multiply-add count per layer (``worth_factoring``): the Gramian costs
 ``N^2 (in + R out)`` factored against the ``R N in out`` of forming the rows, so it pays when the
 batch ``N`` (rows of ``X``: examples, or tokens) is smaller than about the layer's width.
+
+The representation level has the mirror case (``find_factored_input``): a representation ``z``
+read only by linear heads has per-loss gradients ``dY_i W`` (the heads' output gradients times
+their weights), kept as ``(dY, W)`` when the heads have fewer outputs than ``z`` has features.
 """
 
 from __future__ import annotations
@@ -29,10 +33,17 @@ import torch
 from torch import Tensor
 from torch.autograd.graph import GradientEdge
 
-from multiloss.balancing._blocks import FactoredBlock
+from multiloss.balancing._blocks import FactoredBlock, FactoredInputBlock
 from multiloss.balancing.shared import GraphInfo
 
-__all__ = ["FactoredWeight", "LinearUse", "find_factored", "worth_factoring"]
+__all__ = [
+    "FactoredInput",
+    "FactoredWeight",
+    "LinearUse",
+    "find_factored",
+    "find_factored_input",
+    "worth_factoring",
+]
 
 _CASTS = frozenset({"ToCopyBackward0"})
 
@@ -189,3 +200,80 @@ def find_factored(
         if worth_factoring(rows, weight.examples, fan_in, fan_out):
             found[id(tensor)] = weight
     return found
+
+
+@dataclass(frozen=True)
+class FactoredInput:
+    """A representation ``z`` whose every use is the input of a linear layer (a head).
+
+    Attributes:
+        uses: Each product ``Y_u = z M_u`` (``inputs`` is ``z`` itself).
+        weights: The heads' weights stacked, ``(O, d)`` (row block ``u`` is ``M_u^T``).
+    """
+
+    uses: tuple[LinearUse, ...]
+    weights: Tensor
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the output gradients are kept in (float32 at least)."""
+        return torch.promote_types(self.weights.dtype, torch.float32)
+
+    def block(self, grads: Sequence[Tensor]) -> FactoredInputBlock:
+        """The block from the output gradients of each use, each ``(R, N, out_u)``."""
+        dy = grads[0] if len(grads) == 1 else torch.cat(list(grads), dim=2)
+        return FactoredInputBlock(dy, self.weights)
+
+
+#: Nodes walked from the losses down to the representation before giving up (a loss that
+#: reaches the trunk around ``z`` would otherwise send the walk through the whole trunk).
+_INPUT_WALK_LIMIT = 2000
+
+
+def find_factored_input(roots: Sequence[Tensor], z: Tensor) -> FactoredInput | None:
+    """The linear layers that read ``z``, if they are its only uses and factoring pays.
+
+    ``z`` qualifies when it is 2-D, produced by an operation (not a leaf), and every edge into
+    it from the losses' graph is the left operand of an ``addmm`` (``alpha = 1``) or ``mm``:
+    ``nn.Linear`` heads on the trunk's output. It pays when the heads have fewer outputs in
+    all (``O``) than ``z`` has features (``d``): the Gramian then costs ``R N O^2``, not
+    ``R N d`` per pair of rows, and no ``N x d`` row is formed.
+    """
+    node = z.grad_fn
+    if node is None or z.dim() != 2:
+        return None
+    slot = z.output_nr
+    uses: list[LinearUse] = []
+    blocks: list[Tensor] = []
+    seen: set[Any] = set()
+    stack: list[Any] = [root.grad_fn for root in roots if root.grad_fn is not None]
+    while stack:
+        current = stack.pop()
+        if current in seen or current is node:
+            continue
+        seen.add(current)
+        if len(seen) > _INPUT_WALK_LIMIT:
+            return None
+        for position, (child, output) in enumerate(current.next_functions):
+            if child is None:
+                continue
+            if child is not node:
+                stack.append(child)
+                continue
+            if output != slot:  # another output of the same operation, not z
+                continue
+            kind = type(current).__name__
+            addmm = kind == "AddmmBackward0" and position == 1 and current._saved_alpha == 1
+            if not (addmm or (kind == "MmBackward0" and position == 0)):
+                return None
+            mat2 = _saved_input(current, "_saved_mat2")
+            if mat2 is None or mat2.shape[0] != z.shape[1] or mat2.device != z.device:
+                return None
+            uses.append(LinearUse(GradientEdge(current, 0), z, int(mat2.shape[1])))
+            blocks.append(mat2.T)
+    if not uses:
+        return None
+    weights = blocks[0] if len(blocks) == 1 else torch.cat(blocks)
+    if weights.shape[0] >= z.shape[1]:  # O >= d: the rows are no bigger than the factors
+        return None
+    return FactoredInput(tuple(uses), weights)

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 from torch.autograd.graph import GradientEdge
 
-from multiloss.balancing._blocks import Block, DenseBlock, FactoredBlock
+from multiloss.balancing._blocks import Block, DenseBlock
 
 __all__ = ["Engine", "Jacobian", "Target", "gradients_at", "per_loss_gradients"]
 
@@ -335,7 +335,7 @@ class Jacobian:
     @property
     def factored(self) -> bool:
         """Whether some block is kept as a linear layer's factors (rows not formed)."""
-        return any(isinstance(part, FactoredBlock) for part in self.parts)
+        return any(not isinstance(part, DenseBlock) for part in self.parts)
 
     # -- views ------------------------------------------------------------------------------------
     def scaled(self, factors: Tensor) -> Jacobian:
@@ -406,6 +406,6 @@ class Jacobian:
 
     def __repr__(self) -> str:
         sizes = sum(part.size() for part in self.parts)
-        factored = sum(isinstance(part, FactoredBlock) for part in self.parts)
+        factored = sum(not isinstance(part, DenseBlock) for part in self.parts)
         extra = f", factored={factored}" if factored else ""
         return f"Jacobian(rows={self.rows}, blocks={len(self.parts)}, size={sizes}{extra})"

@@ -16,7 +16,12 @@ from torch import Tensor
 
 from multiloss.balancing._blocks import Block
 from multiloss.balancing._distributed import mean_over_ranks, world_size
-from multiloss.balancing._factored import FactoredWeight, find_factored
+from multiloss.balancing._factored import (
+    FactoredInput,
+    FactoredWeight,
+    find_factored,
+    find_factored_input,
+)
 from multiloss.balancing._jacobian import Engine, Jacobian, Target, _stack, gradients_at
 from multiloss.balancing._plan import Level, Plan
 from multiloss.balancing.shared import GraphInfo, discover
@@ -137,12 +142,13 @@ class _Session:
         """Per-output gradients; ``batched=False`` when each output has its own small graph
         to the inputs (a head on the representation): batching would run every head for
         every row and add up T^2 zero-padded gradients, a loop runs each head once.
-        ``factor``: keep linear layers' weights factored where it pays (parameters only)."""
+        ``factor``: keep the gradients of linear layers' weights (or of a representation read
+        only by linear heads) factored where it pays."""
         # On a CPU the loop of backward passes is faster than the batched one (vmap's batched
         # matmuls run below the BLAS rate of T plain ones: 40.6 vs 47.7 ms for 8 losses on the
         # 3x512 benchmark trunk, parity at 2), so the batched pass is the default elsewhere only.
         attempt = batched and self.engine.use_batched(outputs[0].device)
-        factored = self._factored(inputs, len(outputs)) if factor else {}
+        factored = self._factored(outputs, inputs) if factor else {}
         targets: list[Target] = []
         for tensor in inputs:
             weight = factored.get(id(tensor))
@@ -184,12 +190,21 @@ class _Session:
         ones = torch.ones(jacobian.rows, dtype=torch.float32, device=jacobian.factors.device)
         return jacobian.scaled(ones / self.scale)
 
-    def _factored(self, inputs: Sequence[Tensor], rows: int) -> dict[int, FactoredWeight]:
-        """The weights of ``inputs`` to keep factored (none under DDP: the blocks of every
-        rank are averaged, and a factored block's Gramian is not linear in its factors)."""
-        if not self.engine.factor_linear or rows < 2 or world_size() > 1:
+    def _factored(
+        self, outputs: Sequence[Tensor], inputs: Sequence[Tensor]
+    ) -> dict[int, FactoredWeight | FactoredInput]:
+        """The tensors of ``inputs`` whose per-loss gradients stay factored: the representation
+        if linear heads alone read it, or linear layers' weights (none under DDP: the blocks of
+        every rank are averaged, and a factored block's Gramian is not linear in its factors)."""
+        rows = len(outputs)
+        if not self.engine.factor_linear or rows < 2:
             return {}
-        return find_factored(self.graph(), inputs, rows)
+        if len(inputs) == 1 and inputs[0] is self.representation:
+            found = find_factored_input(outputs, inputs[0])
+            return {} if found is None else {id(inputs[0]): found}
+        if world_size() > 1:
+            return {}
+        return dict(find_factored(self.graph(), inputs, rows))
 
     def _buffers(self, rows: int, inputs: Sequence[Target]) -> list[Tensor] | None:
         # The kept buffers serve one Jacobian per call: a second one with the same shapes in
@@ -234,7 +249,7 @@ class _Session:
         result: tuple[Jacobian, list[float]]
         if level == "representation":
             z = self.require_representation()
-            result = (self._gradients(self.losses, [z], batched=False, factor=False), [])
+            result = (self._gradients(self.losses, [z], batched=False), [])
         else:
             tensors = self.shared() if len(self.losses) > 1 else self.diagnostic_tensors()
             fixed, coefficients = self.fixed_rows(tensors, individual=self.diagnostics)
