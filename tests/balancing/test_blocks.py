@@ -6,9 +6,29 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch import Tensor
 
 from multiloss.balancing import Jacobian
-from multiloss.balancing._blocks import DenseBlock, FactoredBlock, FactoredInputBlock
+from multiloss.balancing._blocks import Block, DenseBlock, FactoredBlock, FactoredInputBlock
+
+
+def _assert_same_answers(block: Block, data: Tensor, seed: int) -> None:
+    """``block`` answers every question as the dense block of its rows ``data`` does."""
+    dense = DenseBlock(data)
+    generator = torch.Generator().manual_seed(seed)
+    rows = data.shape[0]
+    weights = torch.randn(rows, generator=generator, dtype=torch.float64)
+    update = torch.randn(data.shape[1:], generator=generator, dtype=torch.float64)
+    tol = {"rtol": 1e-5, "atol": 1e-5}  # the Gramians are returned in float32
+    torch.testing.assert_close(block.gramian(), dense.gramian(), **tol)
+    torch.testing.assert_close(block.squared_norms(), dense.squared_norms(), **tol)
+    torch.testing.assert_close(block.combine(weights), dense.combine(weights))
+    torch.testing.assert_close(block.dot(update), dense.dot(update), **tol)
+    assert torch.equal(block.gramian(), block.gramian().T)
+    index = torch.tensor([rows - 1, 0])
+    chosen = block.select(index).dense()
+    torch.testing.assert_close(chosen, dense.select(index).dense())
+    assert block.size() == data[0].numel()
 
 
 def _factored(rows: int, examples: int, fan_in: int, fan_out: int, seed: int, transposed: bool):
@@ -38,18 +58,7 @@ def test_a_factored_block_agrees_with_its_rows(
     for i in range(rows):
         row = block.grads[i].T @ block.inputs if transposed else block.inputs.T @ block.grads[i]
         torch.testing.assert_close(data[i], row)
-    dense = DenseBlock(data)
-    generator = torch.Generator().manual_seed(seed + 1)
-    weights = torch.randn(rows, generator=generator, dtype=torch.float64)
-    update = torch.randn(data.shape[1:], generator=generator, dtype=torch.float64)
-    tol = {"rtol": 1e-5, "atol": 1e-5}  # the Gramians are returned in float32
-    torch.testing.assert_close(block.gramian(), dense.gramian(), **tol)
-    torch.testing.assert_close(block.squared_norms(), dense.squared_norms(), **tol)
-    torch.testing.assert_close(block.combine(weights), dense.combine(weights))
-    torch.testing.assert_close(block.dot(update), dense.dot(update), **tol)
-    assert torch.equal(block.gramian(), block.gramian().T)  # symmetric for the solvers
-    index = torch.tensor([rows - 1, 0])
-    torch.testing.assert_close(block.select(index).dense(), dense.select(index).dense())
+    _assert_same_answers(block, data, seed + 1)
 
 
 def test_select_shares_the_kernel_and_keeps_the_orientation() -> None:
@@ -101,17 +110,7 @@ def test_a_factored_input_block_agrees_with_its_rows(
     data = block.dense()
     for i in range(rows):  # the gradient with respect to z of y = z W^T: dY_i W
         torch.testing.assert_close(data[i], dy[i] @ w)
-    dense = DenseBlock(data)
-    weights = torch.randn(rows, generator=generator, dtype=torch.float64)
-    update = torch.randn(examples, width, generator=generator, dtype=torch.float64)
-    tol = {"rtol": 1e-5, "atol": 1e-5}
-    torch.testing.assert_close(block.gramian(), dense.gramian(), **tol)
-    torch.testing.assert_close(block.squared_norms(), dense.squared_norms(), **tol)
-    torch.testing.assert_close(block.combine(weights), dense.combine(weights))
-    torch.testing.assert_close(block.dot(update), dense.dot(update), **tol)
-    index = torch.tensor([0, rows - 1])
-    torch.testing.assert_close(block.select(index).dense(), dense.select(index).dense())
-    assert block.size() == examples * width
+    _assert_same_answers(block, data, seed + 1)
 
 
 def test_a_factored_input_block_refuses_mismatched_factors() -> None:

@@ -33,6 +33,14 @@ def _float(tensor: Tensor) -> Tensor:
     return tensor if tensor.dtype in (torch.float32, torch.float64) else tensor.float()
 
 
+def _factored_gramian(mixed: Tensor, grads: Tensor) -> Tensor:
+    """``<mixed_i, grads_j>`` for ``(R, ...)`` tensors, symmetrized (the solvers expect an
+    exactly symmetric matrix; the two products round differently), in float32."""
+    rows = grads.shape[0]
+    gram = mixed.reshape(rows, -1) @ grads.reshape(rows, -1).T
+    return (0.5 * (gram + gram.T)).to(torch.float32)
+
+
 class DenseBlock:
     """``R`` gradients of one tensor, stored: ``data`` has shape ``(R, *tensor.shape)``.
 
@@ -137,8 +145,7 @@ class FactoredBlock:
         grads = _float(self.grads)
         kernel = self.kernel().to(grads.dtype)
         mixed = torch.matmul(kernel, grads)  # (R, N, out): one GEMM per row against X X^T
-        gram = mixed.reshape(self.rows, -1) @ grads.reshape(self.rows, -1).T
-        return (0.5 * (gram + gram.T)).to(torch.float32)  # exactly symmetric for the solvers
+        return _factored_gramian(mixed, grads)
 
     def squared_norms(self) -> Tensor:
         """``(R,)`` float32 squared norms (the Gramian's diagonal: no cheaper route here)."""
@@ -221,9 +228,7 @@ class FactoredInputBlock:
     def gramian(self) -> Tensor:
         """``(R, R)`` float32: ``<dY_i (W W^T), dY_j>``."""
         grads, w = self._parts()
-        mixed = grads @ (w @ w.T)
-        gram = mixed.reshape(self.rows, -1) @ grads.reshape(self.rows, -1).T
-        return (0.5 * (gram + gram.T)).to(torch.float32)
+        return _factored_gramian(grads @ (w @ w.T), grads)
 
     def squared_norms(self) -> Tensor:
         """``(R,)`` float32 squared norms (the Gramian's diagonal)."""
