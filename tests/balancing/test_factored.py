@@ -133,10 +133,14 @@ def test_the_factored_update_is_the_dense_update(
     for balancer in (factored, dense):
         balancer._engine.batched = batched
     used_f, grads_f, diag_f = _step(factored, scale=64.0, diagnostics=True)
-    assert factored_layers
-    assert all(n == 1 for n in factored_layers)
+    if batched:  # the batched engine forms every row (see test_a_hook_on_a_layer_output_...)
+        assert factored_layers == []
+    else:
+        assert factored_layers  # the wide layer, and only it
+        assert all(n == 1 for n in factored_layers)
+    calls = len(factored_layers)
     used_d, grads_d, diag_d = _step(dense, scale=64.0, diagnostics=True)
-    assert len(factored_layers) == len([n for n in factored_layers if n == 1])  # dense: no call
+    assert len(factored_layers) == calls  # the dense balancer never looks
     assert used_f.keys() == used_d.keys()
     for name in used_f:
         assert used_f[name] == pytest.approx(used_d[name], rel=1e-4, abs=1e-6)
@@ -147,6 +151,61 @@ def test_the_factored_update_is_the_dense_update(
     assert diag_f
     for key in diag_f:
         assert diag_f[key] == pytest.approx(diag_d[key], rel=1e-3, abs=1e-5), key
+
+
+def _hooked_step(
+    factored: bool, hook: Callable[[Wide], None], level: str = "parameters"
+) -> tuple[dict[str, float], dict[str, Tensor]]:
+    model = Wide()
+    hook(model)
+    losses = model.losses()
+    balancer = UPGrad(level=level).use_factored_gradients(factored)  # type: ignore[arg-type]
+    used = balancer.apply(losses, step=0, representation=model.z)
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return {k: float(v) for k, v in used.items()}, grads
+
+
+def _reverse_the_wide_layer_output(model: Wide) -> None:
+    def reverse(module: nn.Module, args: object, out: Tensor) -> None:
+        out.register_hook(lambda g: -g)
+
+    model.trunk[2].register_forward_hook(reverse)
+
+
+@pytest.mark.parametrize(
+    ("hook", "level", "stays_factored"),
+    [
+        pytest.param(
+            lambda m: m.trunk[2].weight.register_hook(lambda g: g * (g.abs() > 0.01)),
+            "parameters",
+            False,
+            id="weight-hook",
+        ),
+        pytest.param(_reverse_the_wide_layer_output, "parameters", True, id="output-hook"),
+    ],
+)
+def test_gradient_hooks_are_honoured(
+    hook: Callable[[Wide], None], level: str, stays_factored: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A hook on a weight keeps it dense (its rows never pass through the hook); a hook on a
+    # layer's output (gradient reversal) is read through the node's pre-hook, after it.
+    found: list[int] = []
+    real = context.find_factored
+    monkeypatch.setattr(
+        context, "find_factored", lambda *a: found.append(len(real(*a))) or real(*a)
+    )
+    used_f, grads_f = _hooked_step(True, hook, level)
+    assert (found == [1]) is stays_factored
+    used_d, grads_d = _hooked_step(False, hook, level)
+    assert used_f == pytest.approx(used_d, rel=1e-4, abs=1e-6)
+    for name in grads_f:
+        torch.testing.assert_close(grads_f[name], grads_d[name], rtol=1e-4, atol=1e-6)
+
+
+def test_a_hooked_representation_keeps_dense_rows() -> None:
+    z = torch.tanh(nn.Linear(3, 16)(torch.randn(5, 3)))
+    z.register_hook(lambda g: 2 * g)
+    assert find_factored_input(_heads(z), z) is None
 
 
 def test_use_factored_gradients_reaches_inner_balancers_and_survives_copies() -> None:

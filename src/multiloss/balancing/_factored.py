@@ -11,8 +11,10 @@ weight qualifies when every path from its ``AccumulateGrad`` node up to an opera
 casts (``ToCopyBackward0``, autocast) and transposes (``t``, ``T``, ``transpose``) only, and
 ends in the right-hand operand of an ``addmm`` (with ``alpha = 1``) or ``mm``. Anything else (an
 embedding, a convolution, a weight also used elsewhere, a compiled graph that shows no such
-node, saved tensors that cannot be read) keeps the ordinary dense block: the result is the same,
-only the cost differs.
+node, saved tensors that cannot be read, a weight with gradient hooks) keeps the ordinary dense
+block: the result is the same, only the cost differs. Hooks on a layer's output tensor are
+honoured: the per-loss loop reads the gradient the layer's node receives, after them. Only the
+loop engine uses factored blocks (see ``context._Session._gradients``).
 
 Whether factoring pays is a multiply-add count per layer (``worth_factoring``): the Gramian costs
 ``N^2 (in + R out)`` factored against the ``R N in out`` of forming the rows, so it pays when the
@@ -130,6 +132,12 @@ def worth_factoring(rows: int, examples: int, fan_in: int, fan_out: int) -> bool
     return factored < rows * examples * fan_in * fan_out
 
 
+def _hooked(tensor: Tensor) -> bool:
+    """Whether ``tensor`` has gradient hooks (``register_hook``): they transform its gradient,
+    which the factored rows never pass through, so such a tensor keeps dense rows."""
+    return bool(getattr(tensor, "_backward_hooks", None))
+
+
 def _saved_input(node: Any, name: str) -> Tensor | None:
     try:
         value = getattr(node, name)
@@ -188,7 +196,7 @@ def find_factored(
     """
     found: dict[int, FactoredWeight] = {}
     for tensor in tensors:
-        if tensor.dim() != 2 or not tensor.is_leaf:
+        if tensor.dim() != 2 or not tensor.is_leaf or _hooked(tensor):
             continue
         result = _linear_uses(tensor, graph)
         if result is None:
@@ -240,7 +248,7 @@ def find_factored_input(roots: Sequence[Tensor], z: Tensor) -> FactoredInput | N
     ``R N d`` per pair of rows, and no ``N x d`` row is formed.
     """
     node = z.grad_fn
-    if node is None or z.dim() != 2:
+    if node is None or z.dim() != 2 or _hooked(z):
         return None
     slot = z.output_nr
     uses: list[LinearUse] = []

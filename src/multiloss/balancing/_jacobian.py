@@ -68,6 +68,29 @@ def _empty_blocks(rows: int, targets: Sequence[Target]) -> list[Tensor]:
     return [torch.empty((rows, *t.shape), dtype=t.dtype, device=t.device) for t in targets]
 
 
+def _edge_catchers(targets: Sequence[Target]) -> tuple[dict[int, Tensor], list[Any]]:
+    """Pre-hooks that record the gradient entering each ``GradientEdge`` target's node.
+
+    ``autograd.grad`` captures an edge's gradient before the hooks of the tensor it belongs to
+    (``y.register_hook``) when the node itself has to run (a lower layer needs it), and after
+    them when it does not. The node's own pre-hooks run after the tensor's hooks, so what they
+    see is what the node uses: that value wins where it exists.
+    """
+    caught: dict[int, Tensor] = {}
+    handles = []
+    for position, target in enumerate(targets):
+        if isinstance(target.input, GradientEdge):
+            slot = target.input.output_nr
+
+            def catch(
+                grads: tuple[Tensor, ...], position: int = position, slot: int = slot
+            ) -> None:
+                caught[position] = grads[slot]
+
+            handles.append(target.input.node.register_prehook(catch))
+    return caught, handles
+
+
 def _loop(
     outputs: Sequence[Tensor],
     targets: Sequence[Target],
@@ -82,24 +105,31 @@ def _loop(
     last = rows - 1
     unscaled = isinstance(grad_scale, float) and grad_scale == 1.0
     inputs: Any = [target.input for target in targets]  # tensors and edges, mixed
-    for index, output in enumerate(outputs):
-        if not output.requires_grad:
-            for block in blocks:
-                block[index].zero_()
-            continue
-        grads = torch.autograd.grad(
-            output,
-            inputs,
-            grad_outputs=None if unscaled else torch.ones_like(output) * grad_scale,
-            retain_graph=retain_graph or index < last,
-            allow_unused=True,  # unused: None, a zero row (materialize_grads refuses edges)
-        )
-        for block, grad in zip(blocks, grads, strict=True):
-            if grad is None:
-                block[index].zero_()
-            else:
-                block[index].copy_(grad)
-        del grads
+    caught, handles = _edge_catchers(targets)
+    try:
+        for index, output in enumerate(outputs):
+            if not output.requires_grad:
+                for block in blocks:
+                    block[index].zero_()
+                continue
+            caught.clear()
+            grads = torch.autograd.grad(
+                output,
+                inputs,
+                grad_outputs=None if unscaled else torch.ones_like(output) * grad_scale,
+                retain_graph=retain_graph or index < last,
+                allow_unused=True,  # unused: None, a zero row (materialize_grads refuses edges)
+            )
+            for position, (block, grad) in enumerate(zip(blocks, grads, strict=True)):
+                grad = caught.get(position, grad)
+                if grad is None:
+                    block[index].zero_()
+                else:
+                    block[index].copy_(grad)
+            del grads
+    finally:
+        for handle in handles:
+            handle.remove()
     return blocks
 
 

@@ -291,7 +291,9 @@ class Balancer(nn.Module):
         ``dY_i`` instead of the ``T`` weight gradients ``dY_i^T X``: the backward passes skip the
         weight's gradient, and the Gramian is ``<(X X^T) dY_i, dY_j>``. Exact (to rounding); used
         per layer only where it costs fewer operations, i.e. when the batch (rows of ``X``) is
-        smaller than about the layer's width, and never under DDP. ``False`` forms every row,
+        smaller than about the layer's width, with the CPU's loop of backward passes (not the
+        batched pass of accelerators), never under DDP nor for a weight with gradient hooks
+        (hooks on a layer's output are honoured). ``False`` forms every row,
         e.g. to compare the two or to read ``jacobian.blocks`` without forming them on demand.
 
         Returns:

@@ -148,7 +148,9 @@ class _Session:
         # matmuls run below the BLAS rate of T plain ones: 40.6 vs 47.7 ms for 8 losses on the
         # 3x512 benchmark trunk, parity at 2), so the batched pass is the default elsewhere only.
         attempt = batched and self.engine.use_batched(outputs[0].device)
-        factored = self._factored(outputs, inputs) if factor else {}
+        # Factored blocks with the loop only: under vmap the gradient at a layer's output can
+        # only be captured before that output's own hooks (see _jacobian._edge_catchers).
+        factored = self._factored(outputs, inputs) if factor and not attempt else {}
         targets: list[Target] = []
         for tensor in inputs:
             weight = factored.get(id(tensor))
