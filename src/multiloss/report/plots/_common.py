@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TypeVar
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -23,6 +24,7 @@ from multiloss.report.reader import Run
 from multiloss.report.table import Table
 
 __all__ = [
+    "pages",
     "Plot",
     "PlotOptions",
     "Series",
@@ -58,6 +60,20 @@ def new_figure(width: float, height: float, *, constrained: bool = True) -> Figu
     figure = Figure(figsize=(width, height), layout="constrained" if constrained else None)
     FigureCanvasAgg(figure)
     return figure
+
+
+_Item = TypeVar("_Item")
+
+
+def pages(items: Sequence[_Item], size: int) -> Iterator[tuple[int, Sequence[_Item]]]:
+    """Small multiples split into figures of ``size`` panels: ``(page, items)``, pages from 1.
+
+    Example:
+        >>> [(page, list(chunk)) for page, chunk in pages("abcde", 2)]
+        [(1, ['a', 'b']), (2, ['c', 'd']), (3, ['e'])]
+    """
+    for page, start in enumerate(range(0, len(items), size), start=1):
+        yield page, items[start : start + size]
 
 
 def grid_figure(

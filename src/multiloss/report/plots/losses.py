@@ -15,6 +15,7 @@ from multiloss.report.plots._common import (
     grid_figure,
     group_series,
     loss_groups,
+    pages,
     run_color,
     series_color,
     set_scale,
@@ -46,8 +47,7 @@ def plot_losses(runs: Sequence[Run], options: PlotOptions) -> list[Plot]:
     groups = [g for g in loss_groups(runs, options) if any(_has(run, g) for run in runs)]
     plots = []
     size = options.panels_per_figure
-    for page, start in enumerate(range(0, len(groups), size), start=1):
-        chunk = groups[start : start + size]
+    for page, chunk in pages(groups, size):
         figure, axes_list = grid_figure(len(chunk))
         for axes, group in zip(axes_list, chunk, strict=True):
             drawn = []

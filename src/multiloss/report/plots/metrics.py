@@ -13,6 +13,7 @@ from multiloss.report.plots._common import (
     finish_axes,
     grid_figure,
     group_series,
+    pages,
     run_color,
     set_scale,
     to_png,
@@ -37,8 +38,7 @@ def _panels(
     """Small multiples of (prefix, group, title) panels, runs overlaid."""
     plots = []
     size = options.panels_per_figure
-    for page, start in enumerate(range(0, len(panels), size), start=1):
-        chunk = panels[start : start + size]
+    for page, chunk in pages(panels, size):
         figure, axes_list = grid_figure(len(chunk))
         for axes, (prefix, group, panel_title) in zip(axes_list, chunk, strict=True):
             drawn = []

@@ -20,6 +20,7 @@ from multiloss.report.plots._common import (
     grid_figure,
     group_series,
     new_figure,
+    pages,
     run_color,
     set_scale,
     to_png,
@@ -38,8 +39,7 @@ def plot_moe_load(runs: Sequence[Run], options: PlotOptions) -> list[Plot]:
     plots = []
     for run_index, run in enumerate(runs):
         layers = list(moe_layers(run.train).items())
-        for page, start in enumerate(range(0, len(layers), _LAYERS_PER_FIGURE), start=1):
-            chunk = layers[start : start + _LAYERS_PER_FIGURE]
+        for page, chunk in pages(layers, _LAYERS_PER_FIGURE):
             columns = 2 if len(chunk) > 1 else 1
             rows = math.ceil(len(chunk) / columns)
             tallest = max(len(experts) for _, experts in chunk)

@@ -15,6 +15,7 @@ from multiloss.report.plots._common import (
     grid_figure,
     group_series,
     loss_groups,
+    pages,
     run_color,
     set_scale,
     to_png,
@@ -34,8 +35,7 @@ def plot_validation(runs: Sequence[Run], options: PlotOptions) -> list[Plot]:
     panels = [LossGroup("total", ("total",)), *loss_groups(usable, options, val=True)]
     plots = []
     size = options.panels_per_figure
-    for page, start in enumerate(range(0, len(panels), size), start=1):
-        chunk = panels[start : start + size]
+    for page, chunk in pages(panels, size):
         figure, axes_list = grid_figure(len(chunk))
         for axes, group in zip(axes_list, chunk, strict=True):
             prefix = "" if group.label == "total" else "loss/"

@@ -13,6 +13,7 @@ from multiloss.report.plots._common import (
     grid_figure,
     group_series,
     loss_groups,
+    pages,
     run_color,
     series_color,
     set_scale,
@@ -73,8 +74,7 @@ def plot_balancer_state(runs: Sequence[Run], options: PlotOptions) -> list[Plot]
         return []
     plots = []
     size = options.panels_per_figure
-    for page, start in enumerate(range(0, len(keys), size), start=1):
-        chunk = keys[start : start + size]
+    for page, chunk in pages(keys, size):
         figure, axes_list = grid_figure(len(chunk))
         for axes, key in zip(axes_list, chunk, strict=True):
             drawn = []
