@@ -247,26 +247,11 @@ def run(
     return rows
 
 
-def _factored_targets(problem: Problem, shared: list[torch.Tensor], values: list[torch.Tensor]):  # type: ignore[no-untyped-def]
-    """The targets of the factored engine for this step's graph, and the factored weights."""
-    from multiloss.balancing._factored import find_factored
-    from multiloss.balancing._jacobian import Target
-    from multiloss.balancing.shared import discover
-
-    found = find_factored(discover(values), shared, len(values))
-    targets = []
-    for tensor in shared:
-        weight = found.get(id(tensor))
-        if weight is None:
-            targets.append(Target.of(tensor))
-        else:
-            targets += [Target(u.edge, u.shape, weight.dtype, tensor.device) for u in weight.uses]
-    return targets, found
-
-
 def breakdown(tasks: int = 8, rounds: int = 15) -> list[dict]:
     """Where the time of a parameter-level step goes, part by part (interleaved, medians)."""
+    from multiloss.balancing._factored import assemble, factored_targets, find_factored
     from multiloss.balancing._jacobian import Engine, Jacobian, gradients_at, per_loss_gradients
+    from multiloss.balancing.shared import discover
     from multiloss.balancing.upgrad import upgrad_solve
 
     problem = Problem(tasks)
@@ -279,20 +264,11 @@ def breakdown(tasks: int = 8, rounds: int = 15) -> list[dict]:
     _, duals = upgrad_solve(gram)
     _, losses = problem.losses()
     values = list(losses.values())
-    targets, found = _factored_targets(problem, shared, values)
+    found = find_factored(discover(values), shared, tasks)
+    targets, spans = factored_targets(shared, found)
     factored_buffers = Engine().buffers(tasks, targets)
     grads, _ = gradients_at(values, targets, retain_graph=False, batched=False)
-    parts_f: list[object] = []
-    position = 0
-    for tensor in shared:  # the factored Jacobian, as the balancer assembles it
-        weight = found.get(id(tensor))
-        if weight is None:
-            parts_f.append(grads[position])
-            position += 1
-        else:
-            parts_f.append(weight.block(grads[position : position + len(weight.uses)]))
-            position += len(weight.uses)
-    factored = Jacobian(parts_f)  # type: ignore[arg-type]
+    factored = Jacobian(assemble(shared, found, grads, spans))  # as the balancer builds it
 
     def engine(batched: bool) -> Step:
         def run() -> None:
@@ -306,7 +282,8 @@ def breakdown(tasks: int = 8, rounds: int = 15) -> list[dict]:
     def factored_engine() -> None:
         _, losses = problem.losses()
         values = list(losses.values())
-        targets, _ = _factored_targets(problem, shared, values)
+        walked = find_factored(discover(values), shared, tasks)
+        targets, _ = factored_targets(shared, walked)
         gradients_at(values, targets, retain_graph=False, batched=False, out=factored_buffers)
 
     def loop() -> None:

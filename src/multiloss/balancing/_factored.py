@@ -27,7 +27,7 @@ their weights), kept as ``(dY, W)`` when the heads have fewer outputs than ``z``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,13 +35,17 @@ import torch
 from torch import Tensor
 from torch.autograd.graph import GradientEdge
 
-from multiloss.balancing._blocks import FactoredBlock, FactoredInputBlock
+from multiloss.balancing._blocks import Block, FactoredBlock, FactoredInputBlock
+from multiloss.balancing._jacobian import Target
 from multiloss.balancing.shared import GraphInfo
 
 __all__ = [
+    "Factored",
     "FactoredInput",
     "FactoredWeight",
     "LinearUse",
+    "assemble",
+    "factored_targets",
     "find_factored",
     "find_factored_input",
     "worth_factoring",
@@ -285,3 +289,42 @@ def find_factored_input(roots: Sequence[Tensor], z: Tensor) -> FactoredInput | N
     if weights.shape[0] >= z.shape[1]:  # O >= d: the rows are no bigger than the factors
         return None
     return FactoredInput(tuple(uses), weights)
+
+
+Factored = FactoredWeight | FactoredInput
+
+
+def factored_targets(
+    inputs: Sequence[Tensor], factored: Mapping[int, Factored]
+) -> tuple[list[Target], list[int]]:
+    """What the per-loss backward passes differentiate: each tensor itself, or, for a factored
+    one, the output of each layer that uses it (gradients kept in float32 at least); and how
+    many targets each input took (for :func:`assemble`)."""
+    targets: list[Target] = []
+    spans: list[int] = []
+    for tensor in inputs:
+        found = factored.get(id(tensor))
+        if found is None:
+            targets.append(Target.of(tensor))
+            spans.append(1)
+        else:
+            targets += [Target(u.edge, u.shape, found.dtype, tensor.device) for u in found.uses]
+            spans.append(len(found.uses))
+    return targets, spans
+
+
+def assemble(
+    inputs: Sequence[Tensor],
+    factored: Mapping[int, Factored],
+    blocks: Sequence[Tensor],
+    spans: Sequence[int],
+) -> list[Tensor | Block]:
+    """One Jacobian block per input from the targets' gradients (:func:`factored_targets`)."""
+    parts: list[Tensor | Block] = []
+    position = 0
+    for tensor, span in zip(inputs, spans, strict=True):
+        chunk = blocks[position : position + span]
+        position += span
+        found = factored.get(id(tensor))
+        parts.append(chunk[0] if found is None else found.block(chunk))
+    return parts

@@ -189,7 +189,11 @@ def gradients_at(
     batched: bool = True,
     out: Sequence[Tensor] | None = None,
 ) -> tuple[list[Tensor], bool]:
-    """:func:`per_loss_gradients` for targets (tensors or graph edges)."""
+    """:func:`per_loss_gradients` for targets (tensors or graph edges).
+
+    The loop reads an edge's gradient after the hooks of the tensor it belongs to
+    (:func:`_edge_catchers`); the batched pass cannot, so callers give it tensors only.
+    """
     if not outputs or not targets:
         raise ValueError(
             f"per_loss_gradients needs at least one output and one input; got {len(outputs)} "

@@ -14,11 +14,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from multiloss.balancing._blocks import Block
 from multiloss.balancing._distributed import mean_over_ranks, world_size
 from multiloss.balancing._factored import (
-    FactoredInput,
-    FactoredWeight,
+    Factored,
+    assemble,
+    factored_targets,
     find_factored,
     find_factored_input,
 )
@@ -151,15 +151,7 @@ class _Session:
         # Factored blocks with the loop only: under vmap the gradient at a layer's output can
         # only be captured before that output's own hooks (see _jacobian._edge_catchers).
         factored = self._factored(outputs, inputs) if factor and not attempt else {}
-        targets: list[Target] = []
-        for tensor in inputs:
-            weight = factored.get(id(tensor))
-            if weight is None:
-                targets.append(Target.of(tensor))
-            else:  # the gradient at each use's output, kept in float32 (at least)
-                targets.extend(
-                    Target(use.edge, use.shape, weight.dtype, tensor.device) for use in weight.uses
-                )
+        targets, spans = factored_targets(inputs, factored)
         blocks, batch_ok = gradients_at(
             outputs,
             targets,
@@ -175,26 +167,13 @@ class _Session:
             # them: the per-loss gradients of the global batch. (Representation-level ones are
             # per example of the local batch and stay local; factoring is off under DDP.)
             blocks = mean_over_ranks(blocks)
-        parts: list[Tensor | Block] = []
-        position = 0
-        for tensor in inputs:
-            weight = factored.get(id(tensor))
-            if weight is None:
-                parts.append(blocks[position])
-                position += 1
-            else:
-                count = len(weight.uses)
-                parts.append(weight.block(blocks[position : position + count]))
-                position += count
-        jacobian = Jacobian(parts)
+        jacobian = Jacobian(assemble(inputs, factored, blocks, spans))
         if isinstance(self.scale, float) and self.scale == 1.0:
             return jacobian
         ones = torch.ones(jacobian.rows, dtype=torch.float32, device=jacobian.factors.device)
         return jacobian.scaled(ones / self.scale)
 
-    def _factored(
-        self, outputs: Sequence[Tensor], inputs: Sequence[Tensor]
-    ) -> dict[int, FactoredWeight | FactoredInput]:
+    def _factored(self, outputs: Sequence[Tensor], inputs: Sequence[Tensor]) -> dict[int, Factored]:
         """The tensors of ``inputs`` whose per-loss gradients stay factored: the representation
         if linear heads alone read it, or linear layers' weights (none under DDP: the blocks of
         every rank are averaged, and a factored block's Gramian is not linear in its factors)."""
