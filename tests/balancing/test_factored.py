@@ -18,7 +18,13 @@ from multiloss.balancing import (
     PCGrad,
     UPGrad,
 )
-from multiloss.balancing._factored import find_factored, find_factored_input, worth_factoring
+from multiloss.balancing._factored import (
+    factored_targets,
+    find_factored,
+    find_factored_input,
+    worth_factoring,
+)
+from multiloss.balancing._jacobian import Target, gradients_at
 from multiloss.balancing.shared import discover
 from tests.balancing.properties import Wide
 
@@ -277,3 +283,74 @@ def test_a_leaf_or_3d_representation_stays_dense() -> None:
     z3 = torch.tanh(nn.Linear(3, 16)(torch.randn(2, 5, 3)))
     heads = [nn.Linear(16, 1)(z3).sum() for _ in range(2)]
     assert find_factored_input(heads, z3) is None
+
+
+def test_each_head_records_the_one_loss_that_reads_it() -> None:
+    z = torch.tanh(nn.Linear(3, 16)(torch.randn(5, 3)))
+    found = find_factored_input(_heads(z), z)
+    assert found is not None
+    assert [use.owner for use in found.uses] == [0, 1, 2]
+    torch.manual_seed(4)
+    shared_head, own_head = nn.Linear(16, 1), nn.Linear(16, 1)
+    y = shared_head(z)
+    losses = [y.pow(2).mean(), y.sin().mean() + own_head(z).mean()]
+    found = find_factored_input(losses, z)
+    assert found is not None
+    assert [use.owner for use in found.uses] == [None, 1]  # shared_head: both losses read it
+
+
+def _owned_targets(losses: list[Tensor], z: Tensor, owned: bool) -> list[Target]:
+    found = find_factored_input(losses, z)
+    assert found is not None
+    targets, _ = factored_targets([z], {id(z): found})
+    return targets if owned else [target._replace(owner=None) for target in targets]
+
+
+@pytest.mark.parametrize("scale", [1.0, 8.0])
+def test_owned_heads_take_one_backward_pass_with_the_loop_s_rows(
+    scale: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    z = torch.tanh(nn.Linear(3, 16)(torch.randn(5, 3)))
+    losses = _heads(z, 4)
+    losses[1] = losses[1].detach()  # a loss without a graph: a zero row either way
+    torch.manual_seed(5)
+    head = nn.Linear(16, 1)
+    y = head(z)
+    y.register_hook(lambda g: -3 * g)  # a hook on a head's output is honoured in both
+    losses[2] = y.pow(2).mean()
+    calls: list[int] = []
+    real = torch.autograd.grad
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", counting)
+    rows = {}
+    for owned in (True, False):
+        calls.clear()
+        targets = _owned_targets(losses, z, owned)
+        rows[owned], _ = gradients_at(
+            losses, targets, retain_graph=True, grad_scale=scale, batched=False
+        )
+        rows[owned] = [block.clone() for block in rows[owned]]
+        assert len(calls) == (1 if owned else 3)  # the loop skips the loss without a graph
+    for one_pass, loop in zip(rows[True], rows[False], strict=True):
+        torch.testing.assert_close(one_pass, loop)
+    assert len(rows[True]) == 3  # the detached loss's head is not in the graph
+    assert all(block[1].abs().sum() == 0 for block in rows[True])  # its row is zero
+
+
+def test_a_head_read_by_two_losses_gives_the_dense_update() -> None:
+    updates = []
+    for factored in (True, False):
+        torch.manual_seed(6)
+        trunk, shared_head, own_head = nn.Linear(3, 16), nn.Linear(16, 1), nn.Linear(16, 1)
+        z = torch.tanh(trunk(torch.randn(5, 3)))
+        y = shared_head(z)
+        losses = {"a": y.pow(2).mean(), "b": y.sin().mean() + own_head(z).pow(2).mean()}
+        balancer = UPGrad(level="representation").use_factored_gradients(factored)
+        balancer.apply(losses, step=0, representation=z)
+        updates.append([p.grad.clone() for p in trunk.parameters()])
+    for factored_grad, dense_grad in zip(*updates, strict=True):
+        torch.testing.assert_close(factored_grad, dense_grad, rtol=1e-4, atol=1e-6)

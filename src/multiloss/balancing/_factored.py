@@ -74,11 +74,14 @@ class LinearUse:
         edge: Where ``dY`` enters the graph (the gradient with respect to ``Y``).
         inputs: ``X``, ``(N, in)``, detached.
         out_features: Columns of ``Y``.
+        owner: The one loss (by position) whose graph reaches ``Y``, when only one does (a
+            head read by a single loss); ``None``: several, or not known.
     """
 
     edge: GradientEdge
     inputs: Tensor
     out_features: int
+    owner: int | None = None
 
     @property
     def shape(self) -> torch.Size:
@@ -249,46 +252,69 @@ def find_factored_input(roots: Sequence[Tensor], z: Tensor) -> FactoredInput | N
     it from the losses' graph is the left operand of an ``addmm`` (``alpha = 1``) or ``mm``:
     ``nn.Linear`` heads on the trunk's output. It pays when the heads have fewer outputs in
     all (``O``) than ``z`` has features (``d``): the Gramian then costs ``R N O^2``, not
-    ``R N d`` per pair of rows, and no ``N x d`` row is formed.
+    ``R N d`` per pair of rows, and no ``N x d`` row is formed. Each loss's graph is walked
+    on its own, so a head read by one loss only records it as its ``owner`` (then one backward
+    pass gives every loss's head gradients, see ``_jacobian._disjoint``).
     """
     node = z.grad_fn
     if node is None or z.dim() != 2 or _hooked(z):
         return None
     slot = z.output_nr
-    uses: list[LinearUse] = []
-    blocks: list[Tensor] = []
-    seen: set[Any] = set()
-    stack: list[Any] = [root.grad_fn for root in roots if root.grad_fn is not None]
-    while stack:
-        current = stack.pop()
-        if current in seen or current is node:
-            continue
-        seen.add(current)
-        if len(seen) > _INPUT_WALK_LIMIT:
-            return None
-        for position, (child, output) in enumerate(current.next_functions):
-            if child is None:
+    owners: dict[tuple[Any, int], int | None] = {}  # (node, operand) -> the one loss, or None
+    heads: dict[tuple[Any, int], Tensor] = {}  # in order of discovery
+    walked = 0
+    for index, root in enumerate(roots):
+        seen: set[Any] = set()
+        stack: list[Any] = [] if root.grad_fn is None else [root.grad_fn]
+        while stack:
+            current = stack.pop()
+            if current in seen or current is node:
                 continue
-            if child is not node:
-                stack.append(child)
-                continue
-            if output != slot:  # another output of the same operation, not z
-                continue
-            kind = type(current).__name__
-            addmm = kind == "AddmmBackward0" and position == 1 and current._saved_alpha == 1
-            if not (addmm or (kind == "MmBackward0" and position == 0)):
+            seen.add(current)
+            walked += 1
+            if walked > _INPUT_WALK_LIMIT:
                 return None
-            mat2 = _saved_input(current, "_saved_mat2")
-            if mat2 is None or mat2.shape[0] != z.shape[1] or mat2.device != z.device:
-                return None
-            uses.append(LinearUse(GradientEdge(current, 0), z, int(mat2.shape[1])))
-            blocks.append(mat2.T)
-    if not uses:
+            for position, (child, output) in enumerate(current.next_functions):
+                if child is None:
+                    continue
+                if child is not node:
+                    stack.append(child)
+                    continue
+                if output != slot:  # another output of the same operation, not z
+                    continue
+                key = (current, position)
+                if key in owners:
+                    if owners[key] != index:
+                        owners[key] = None
+                    continue
+                mat2 = _head_weight(current, position, z)
+                if mat2 is None:
+                    return None
+                owners[key], heads[key] = index, mat2
+    if not heads:
         return None
+    uses = tuple(
+        LinearUse(GradientEdge(key[0], 0), z, int(mat2.shape[1]), owners[key])
+        for key, mat2 in heads.items()
+    )
+    blocks = [mat2.T for mat2 in heads.values()]
     weights = blocks[0] if len(blocks) == 1 else torch.cat(blocks)
     if weights.shape[0] >= z.shape[1]:  # O >= d: the rows are no bigger than the factors
         return None
-    return FactoredInput(tuple(uses), weights)
+    return FactoredInput(uses, weights)
+
+
+def _head_weight(node: Any, position: int, z: Tensor) -> Tensor | None:
+    """``M`` of a product ``z M`` that ``node`` computes with ``z`` as operand ``position``;
+    ``None`` if the node is not such a product."""
+    kind = type(node).__name__
+    addmm = kind == "AddmmBackward0" and position == 1 and node._saved_alpha == 1
+    if not (addmm or (kind == "MmBackward0" and position == 0)):
+        return None
+    mat2 = _saved_input(node, "_saved_mat2")
+    if mat2 is None or mat2.shape[0] != z.shape[1] or mat2.device != z.device:
+        return None
+    return mat2
 
 
 Factored = FactoredWeight | FactoredInput
@@ -308,7 +334,9 @@ def factored_targets(
             targets.append(Target.of(tensor))
             spans.append(1)
         else:
-            targets += [Target(u.edge, u.shape, found.dtype, tensor.device) for u in found.uses]
+            targets += [
+                Target(u.edge, u.shape, found.dtype, tensor.device, u.owner) for u in found.uses
+            ]
             spans.append(len(found.uses))
     return targets, spans
 

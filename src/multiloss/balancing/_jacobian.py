@@ -51,12 +51,15 @@ class Target(NamedTuple):
 
     ``torch.autograd.grad`` accepts both; a ``GradientEdge`` (a linear layer's output, for a
     factored block) has no tensor to read the shape from, so the shape travels with it.
+    ``owner``: the one output (by position) whose graph reaches the target, when the caller
+    knows there is only one (a head read by a single loss); ``None``: unknown or several.
     """
 
     input: Tensor | GradientEdge
     shape: torch.Size
     dtype: torch.dtype
     device: torch.device
+    owner: int | None = None
 
     @staticmethod
     def of(tensor: Tensor) -> Target:
@@ -133,6 +136,44 @@ def _loop(
     return blocks
 
 
+def _disjoint(
+    outputs: Sequence[Tensor],
+    targets: Sequence[Target],
+    grad_scale: float | Tensor,
+    retain_graph: bool,
+    out: Sequence[Tensor] | None = None,
+) -> list[Tensor]:
+    """The loop's result in one backward pass, when each target is reached by one output only.
+
+    The gradient of the sum of the outputs at a target reached by output ``i`` alone is output
+    ``i``'s own gradient there (the others contribute nothing), and it is 0 in every other row.
+    Per-loss heads on a shared representation are the case: ``R`` engine calls become one.
+    """
+    rows = len(outputs)
+    blocks = list(out) if out is not None else _empty_blocks(rows, targets)
+    live = [output for output in outputs if output.requires_grad]
+    unscaled = isinstance(grad_scale, float) and grad_scale == 1.0
+    inputs: Any = [target.input for target in targets]
+    caught, handles = _edge_catchers(targets)
+    try:
+        grads = torch.autograd.grad(
+            live,
+            inputs,
+            grad_outputs=None if unscaled else [torch.ones_like(o) * grad_scale for o in live],
+            retain_graph=retain_graph,
+            allow_unused=True,
+        )
+    finally:
+        for handle in handles:
+            handle.remove()
+    for position, (block, grad, target) in enumerate(zip(blocks, grads, targets, strict=True)):
+        grad = caught.get(position, grad)
+        block.zero_()
+        if grad is not None and target.owner is not None:
+            block[target.owner].copy_(grad)
+    return blocks
+
+
 def per_loss_gradients(
     outputs: Sequence[Tensor],
     inputs: Sequence[Tensor],
@@ -192,7 +233,9 @@ def gradients_at(
     """:func:`per_loss_gradients` for targets (tensors or graph edges).
 
     The loop reads an edge's gradient after the hooks of the tensor it belongs to
-    (:func:`_edge_catchers`); the batched pass cannot, so callers give it tensors only.
+    (:func:`_edge_catchers`); the batched pass cannot, so callers give it tensors only. When
+    every target has an ``owner`` (one output alone reaches it), one backward pass of all the
+    outputs gives every row at once (:func:`_disjoint`).
     """
     if not outputs or not targets:
         raise ValueError(
@@ -203,6 +246,8 @@ def gradients_at(
     if not any(output.requires_grad for output in outputs):
         zeros = [torch.zeros((rows, *t.shape), dtype=t.dtype, device=t.device) for t in targets]
         return zeros, batched
+    if rows > 1 and all(target.owner is not None for target in targets):
+        return _disjoint(outputs, targets, grad_scale, retain_graph, out), batched
     if batched and rows > 1:
         stacked = _stack(outputs)
         eye = torch.eye(rows, dtype=stacked.dtype, device=stacked.device)
