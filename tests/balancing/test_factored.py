@@ -208,12 +208,6 @@ def test_gradient_hooks_are_honoured(
         torch.testing.assert_close(grads_f[name], grads_d[name], rtol=1e-4, atol=1e-6)
 
 
-def test_a_hooked_representation_keeps_dense_rows() -> None:
-    z = torch.tanh(nn.Linear(3, 16)(torch.randn(5, 3)))
-    z.register_hook(lambda g: 2 * g)
-    assert find_factored_input(_heads(z), z) is None
-
-
 def test_use_factored_gradients_reaches_inner_balancers_and_survives_copies() -> None:
     outer = Normalize(UPGrad()).use_factored_gradients(False)
     engines = [m._engine for m in outer.modules() if isinstance(m, Balancer)]
@@ -354,3 +348,40 @@ def test_a_head_read_by_two_losses_gives_the_dense_update() -> None:
         updates.append([p.grad.clone() for p in trunk.parameters()])
     for factored_grad, dense_grad in zip(*updates, strict=True):
         torch.testing.assert_close(factored_grad, dense_grad, rtol=1e-4, atol=1e-6)
+
+
+def _representation_step(factored: bool, factor: float | None) -> tuple[Wide, bool]:
+    model = Wide()
+    calls: list[bool] = []
+    real = context.find_factored_input
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        found = real(*args, **kwargs)
+        calls.append(found is not None)
+        return found
+
+    losses = model.losses()
+    if factor is not None:
+        model.z.register_hook(lambda g: factor * g)
+    balancer = UPGrad(level="representation").use_factored_gradients(factored)
+    context.find_factored_input = spy
+    try:
+        balancer.apply(losses, step=0, representation=model.z)
+    finally:
+        context.find_factored_input = real
+    return model, any(calls)
+
+
+@pytest.mark.parametrize("factor", [-1.0, 3.0])
+@pytest.mark.parametrize("factored", [True, False], ids=["factored", "dense"])
+def test_a_hook_on_the_representation_acts_once_on_the_update(
+    factor: float, factored: bool
+) -> None:
+    # The method balances the losses' own gradients at z; the hook then transforms what
+    # flows into the trunk, as it does for Sum's gradient: trunk gradients scale by `factor`.
+    plain, _ = _representation_step(factored, None)
+    hooked, was_factored = _representation_step(factored, factor)
+    assert was_factored is factored
+    for (name, p), q in zip(plain.named_parameters(), hooked.parameters(), strict=True):
+        expected = p.grad * factor if name.startswith("trunk") else p.grad
+        torch.testing.assert_close(q.grad, expected, rtol=1e-5, atol=1e-6)

@@ -252,12 +252,14 @@ def find_factored_input(roots: Sequence[Tensor], z: Tensor) -> FactoredInput | N
     it from the losses' graph is the left operand of an ``addmm`` (``alpha = 1``) or ``mm``:
     ``nn.Linear`` heads on the trunk's output. It pays when the heads have fewer outputs in
     all (``O``) than ``z`` has features (``d``): the Gramian then costs ``R N O^2``, not
-    ``R N d`` per pair of rows, and no ``N x d`` row is formed. Each loss's graph is walked
+    ``R N d`` per pair of rows, and no ``N x d`` row is formed. The rows are the losses' own
+    gradients at ``z``, before any hook on ``z`` (the balancer applies such hooks to the
+    update, see ``context._Session._gradients``). Each loss's graph is walked
     on its own, so a head read by one loss only records it as its ``owner`` (then one backward
     pass gives every loss's head gradients, see ``_jacobian._disjoint``).
     """
     node = z.grad_fn
-    if node is None or z.dim() != 2 or _hooked(z):
+    if node is None or z.dim() != 2:
         return None
     slot = z.output_nr
     owners: dict[tuple[Any, int], int | None] = {}  # (node, operand) -> the one loss, or None

@@ -9,7 +9,8 @@ taken of the *raw* losses and rescaled lazily for each wrapper's view).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor
@@ -41,6 +42,29 @@ def vector_on(values: Sequence[float], device: torch.device) -> Tensor:
     if device.type == "cuda":
         cpu = cpu.pin_memory()  # pinned memory makes the copy asynchronous
     return cpu.to(device, non_blocking=True)
+
+
+@contextmanager
+def _hooks_suspended(z: Tensor | None) -> Iterator[None]:
+    """Run without the gradient hooks of ``z`` (``z.register_hook``), restored afterwards.
+
+    The representation level balances the losses' own gradients at ``z`` and then sends the
+    update into the trunk through ``z``, where the hooks act on it once, as they act on Sum's
+    gradient. Left in place during the per-loss pass, they would act on the rows and then
+    again on the correction the update adds (``autograd.grad`` captures ``z``'s gradient after
+    its hooks). The hooks live in a dict the graph node reads at run time, so emptying it for
+    the pass is enough.
+    """
+    hooks = None if z is None else getattr(z, "_backward_hooks", None)
+    if not hooks:
+        yield
+        return
+    saved = dict(hooks)
+    hooks.clear()
+    try:
+        yield
+    finally:
+        hooks.update(saved)
 
 
 class _Session:
@@ -152,17 +176,19 @@ class _Session:
         # only be captured before that output's own hooks (see _jacobian._edge_catchers).
         factored = self._factored(outputs, inputs) if factor and not attempt else {}
         targets, spans = factored_targets(inputs, factored)
-        blocks, batch_ok = gradients_at(
-            outputs,
-            targets,
-            retain_graph=True,
-            grad_scale=self.scale,
-            batched=attempt,
-            out=None if attempt else self._buffers(len(outputs), targets),
-        )
+        representation = any(t is self.representation for t in inputs)
+        with _hooks_suspended(self.representation if representation else None):
+            blocks, batch_ok = gradients_at(
+                outputs,
+                targets,
+                retain_graph=True,
+                grad_scale=self.scale,
+                batched=attempt,
+                out=None if attempt else self._buffers(len(outputs), targets),
+            )
         if attempt and not batch_ok:
             self.engine.batched = False
-        if not factored and not any(t is self.representation for t in inputs):
+        if not factored and not representation:
             # Parameter-level gradients are averaged over ranks before any method aggregates
             # them: the per-loss gradients of the global batch. (Representation-level ones are
             # per example of the local batch and stay local; factoring is off under DDP.)
