@@ -118,7 +118,10 @@ def minimize_active_set(
         room = xp.clip(room, 0, None)
         largest, blocker = xp.amin(room, axis=1), xp.argmin(room, axis=1)
         step = xp.clip(largest, None, 1.0)
-        if value is not None:
+        # No line search for a step that moves no variable by more than ``tol`` (the face
+        # minimizer is reached, and the next iteration tests the multipliers): read on the
+        # host only, where it saves the ~25 operations of the search at every warm start.
+        if value is not None and not (readable and _moves_less(direction, step, tol)):
             step = _backtrack(value, v, grad, direction, step)
         step = xp.where(done, 0, step)
         v = v + step[:, None] * direction
@@ -130,6 +133,12 @@ def minimize_active_set(
         small = xp.amax(xp.abs(step[:, None] * direction), axis=1) <= tol
         at_min = ~hit & (xp.ones_like(small) if quadratic else small)
     return v, iterations
+
+
+def _moves_less(direction: Array, step: Array, tol: float) -> bool:
+    """Whether the step moves no variable of any problem by more than ``tol`` (host arrays)."""
+    xp = namespace(direction)
+    return bool(xp.all(xp.amax(xp.abs(direction), axis=1) * step <= tol))
 
 
 def _newton_direction(grad: Array, hess: Array, free: Array, simplex: bool, ridge: float) -> Array:

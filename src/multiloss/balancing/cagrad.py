@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
+import torch
 from torch import Tensor
 
 from multiloss._validation import check_choice, check_finite_float
@@ -67,7 +69,8 @@ def cagrad_weights(
 def cagrad_solve(
     gram: Tensor, c: float = 0.4, rescale: str = "quadratic", start: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
-    """:func:`cagrad_weights` and the simplex weights ``w`` of the dual (a warm start)."""
+    """:func:`cagrad_weights` and the simplex weights ``w`` of the dual (a warm start, in the
+    solver's precision: float64 on the CPU)."""
     check_gram(gram, "CAGrad")
     host = on_host(gram)  # on the CPU the small solve runs in NumPy (see _linalg.py)
     with solver_scope(gram.device):
@@ -92,7 +95,10 @@ def cagrad_solve(
         lam = xp.where(usable, radius / xp.where(usable, gw_norm, 1), 0)
         weights = 1.0 + t * lam * w
         divisor = {"quadratic": 1.0 + c * c, "linear": 1.0 + c, "none": 1.0}[rescale]
-        return from_host(weights / divisor, gram), from_host(w, gram)
+        # The warm start keeps the solver's precision: rounded to float32, the next step's
+        # solve would need one more Newton step (and its line search) to get back.
+        dual = torch.from_numpy(w) if isinstance(w, np.ndarray) else w
+        return from_host(weights / divisor, gram), dual
 
 
 def _solve(work: Array, b: Array, radius: Array, warm: Array | None) -> Array:
