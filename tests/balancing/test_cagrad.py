@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from scipy.optimize import minimize, minimize_scalar
 
 from multiloss.balancing import CAGrad
-from multiloss.balancing.cagrad import cagrad_weights
+from multiloss.balancing.cagrad import cagrad_solve, cagrad_weights
 from tests.balancing.gradients import jacobians, min_norm_in_hull, random_jacobian
 
 
@@ -147,3 +147,10 @@ def test_bad_arguments_are_named(kwargs: dict, error: type, match: str) -> None:
 def test_repr_shows_hyperparameters() -> None:
     assert repr(CAGrad()) == "CAGrad(c=0.4)"
     assert repr(CAGrad(0.2, rescale="none")) == "CAGrad(c=0.2, rescale='none')"
+
+
+def test_the_warm_start_keeps_the_solver_precision() -> None:
+    g = torch.randn(4, 9, generator=torch.Generator().manual_seed(2))
+    _, dual = cagrad_solve(g @ g.T)
+    assert dual.dtype == torch.float64  # float32 would cost a Newton step at the next call
+    torch.testing.assert_close(cagrad_solve(g @ g.T, start=dual)[1], dual, atol=1e-9, rtol=0)

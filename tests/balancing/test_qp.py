@@ -136,3 +136,31 @@ def test_batched_problems_are_independent_and_budget_is_respected() -> None:
         max_iter=1,
     )
     assert int(iterations) == 1
+
+
+def test_started_at_its_minimizer_a_non_quadratic_problem_needs_no_line_search() -> None:
+    # A warm start at the previous step's solution (CAGrad every step) takes one Newton step
+    # that moves nothing, then the multiplier test: the objective's value is never evaluated.
+    a = torch.tensor([0.3, -0.2, 0.5, 0.0], dtype=torch.float64)
+    minimizer = exp_simplex_reference(a)[None]
+    evaluated: list[int] = []
+
+    def value(v: torch.Tensor) -> torch.Tensor:
+        evaluated.append(1)
+        return torch.exp(v).sum(dim=-1) + v @ a
+
+    def grad_hess(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.exp(v) + a, torch.diag_embed(torch.exp(v))
+
+    v, iterations = minimize_active_set(
+        grad_hess,
+        minimizer,
+        torch.zeros_like(minimizer),
+        fixed=minimizer <= 0,
+        simplex=True,
+        value=value,
+        max_iter=20,
+    )
+    assert evaluated == []
+    assert int(iterations) == 1
+    torch.testing.assert_close(v, minimizer, atol=1e-9, rtol=0)
