@@ -20,16 +20,12 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from multiloss.balancing._jacobian import _stack
+from multiloss.balancing._jacobian import _stack, is_unit_scale
 from multiloss.balancing._plan import Plan
 from multiloss.balancing.context import _Session, vector_on
 from multiloss.balancing.diagnostics import MAX_COSINE_LOSSES, summarize_gradients
 
 __all__ = ["execute"]
-
-
-def _is_one(scale: float | Tensor) -> bool:
-    return isinstance(scale, float | int) and float(scale) == 1.0
 
 
 def _weighted_total(session: _Session, plan: Plan) -> Tensor:
@@ -39,7 +35,7 @@ def _weighted_total(session: _Session, plan: Plan) -> Tensor:
         total = total + loss * weight
     if plan.extra is not None:
         total = total + plan.extra
-    if not _is_one(session.scale):
+    if not is_unit_scale(session.scale):
         total = total * session.scale
     return total
 
@@ -51,7 +47,7 @@ def _add_to_grads(
     """``tensor.grad += scale * part``; ``fresh``: the parts are ours to keep (no copy)."""
     for tensor, part in zip(tensors, update, strict=True):
         value = part.detach().reshape(tensor.shape).to(tensor.dtype)
-        if not _is_one(scale):
+        if not is_unit_scale(scale):
             value = value * scale
         elif not fresh:
             value = value.clone()  # never let .grad alias a tensor the method may keep
@@ -128,7 +124,7 @@ def execute(
     else:
         correction = update[0] - jacobian.combine(plan.loss_weights)[0]
     correction = correction.reshape(z.shape).to(z.dtype)
-    if not _is_one(session.scale):
+    if not is_unit_scale(session.scale):
         correction = correction * session.scale
     if total.requires_grad:
         torch.autograd.backward(

@@ -25,7 +25,8 @@ fixed weights, the AMP loss scale) costs nothing.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, NamedTuple, cast
 
 import torch
@@ -34,7 +35,14 @@ from torch.autograd.graph import GradientEdge
 
 from multiloss.balancing._blocks import Block, DenseBlock
 
-__all__ = ["Engine", "Jacobian", "Target", "gradients_at", "per_loss_gradients"]
+__all__ = [
+    "Engine",
+    "Jacobian",
+    "Target",
+    "gradients_at",
+    "is_unit_scale",
+    "per_loss_gradients",
+]
 
 
 def _stack(outputs: Sequence[Tensor]) -> Tensor:
@@ -67,12 +75,20 @@ class Target(NamedTuple):
         return Target(tensor, tensor.shape, tensor.dtype, tensor.device)
 
 
+def is_unit_scale(scale: float | Tensor) -> bool:
+    """Whether a gradient scale is the number 1 (a tensor scale never counts as one: reading
+    it would wait for the device)."""
+    return isinstance(scale, float | int) and float(scale) == 1.0
+
+
 def _empty_blocks(rows: int, targets: Sequence[Target]) -> list[Tensor]:
     return [torch.empty((rows, *t.shape), dtype=t.dtype, device=t.device) for t in targets]
 
 
-def _edge_catchers(targets: Sequence[Target]) -> tuple[dict[int, Tensor], list[Any]]:
-    """Pre-hooks that record the gradient entering each ``GradientEdge`` target's node.
+@contextmanager
+def _edge_catchers(targets: Sequence[Target]) -> Iterator[dict[int, Tensor]]:
+    """Pre-hooks, for the duration of the block, that record the gradient entering each
+    ``GradientEdge`` target's node (by the target's position).
 
     ``autograd.grad`` captures an edge's gradient before the hooks of the tensor it belongs to
     (``y.register_hook``) when the node itself has to run (a lower layer needs it), and after
@@ -91,7 +107,16 @@ def _edge_catchers(targets: Sequence[Target]) -> tuple[dict[int, Tensor], list[A
                 caught[position] = grads[slot]
 
             handles.append(target.input.node.register_prehook(catch))
-    return caught, handles
+    try:
+        yield caught
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _seed(output: Tensor, grad_scale: float | Tensor) -> Tensor | None:
+    """The gradient a backward pass of ``output`` starts from (``None``: ones)."""
+    return None if is_unit_scale(grad_scale) else torch.ones_like(output) * grad_scale
 
 
 def _loop(
@@ -106,10 +131,8 @@ def _loop(
     rows = len(outputs)
     blocks = list(out) if out is not None else _empty_blocks(rows, targets)
     last = rows - 1
-    unscaled = isinstance(grad_scale, float) and grad_scale == 1.0
     inputs: Any = [target.input for target in targets]  # tensors and edges, mixed
-    caught, handles = _edge_catchers(targets)
-    try:
+    with _edge_catchers(targets) as caught:
         for index, output in enumerate(outputs):
             if not output.requires_grad:
                 for block in blocks:
@@ -119,7 +142,7 @@ def _loop(
             grads = torch.autograd.grad(
                 output,
                 inputs,
-                grad_outputs=None if unscaled else torch.ones_like(output) * grad_scale,
+                grad_outputs=_seed(output, grad_scale),
                 retain_graph=retain_graph or index < last,
                 allow_unused=True,  # unused: None, a zero row (materialize_grads refuses edges)
             )
@@ -130,9 +153,6 @@ def _loop(
                 else:
                     block[index].copy_(grad)
             del grads
-    finally:
-        for handle in handles:
-            handle.remove()
     return blocks
 
 
@@ -152,20 +172,12 @@ def _disjoint(
     rows = len(outputs)
     blocks = list(out) if out is not None else _empty_blocks(rows, targets)
     live = [output for output in outputs if output.requires_grad]
-    unscaled = isinstance(grad_scale, float) and grad_scale == 1.0
     inputs: Any = [target.input for target in targets]
-    caught, handles = _edge_catchers(targets)
-    try:
+    with _edge_catchers(targets) as caught:
+        seeds = None if is_unit_scale(grad_scale) else [_seed(o, grad_scale) for o in live]
         grads = torch.autograd.grad(
-            live,
-            inputs,
-            grad_outputs=None if unscaled else [torch.ones_like(o) * grad_scale for o in live],
-            retain_graph=retain_graph,
-            allow_unused=True,
+            live, inputs, grad_outputs=seeds, retain_graph=retain_graph, allow_unused=True
         )
-    finally:
-        for handle in handles:
-            handle.remove()
     for position, (block, grad, target) in enumerate(zip(blocks, grads, targets, strict=True)):
         grad = caught.get(position, grad)
         block.zero_()
@@ -251,7 +263,7 @@ def gradients_at(
     if batched and rows > 1:
         stacked = _stack(outputs)
         eye = torch.eye(rows, dtype=stacked.dtype, device=stacked.device)
-        if not (isinstance(grad_scale, float) and grad_scale == 1.0):
+        if not is_unit_scale(grad_scale):
             eye = eye * grad_scale
         try:
             # Keep the graph if the caller asked, or if a failure half-way (an op without a

@@ -23,7 +23,14 @@ from multiloss.balancing._factored import (
     find_factored,
     find_factored_input,
 )
-from multiloss.balancing._jacobian import Engine, Jacobian, Target, _stack, gradients_at
+from multiloss.balancing._jacobian import (
+    Engine,
+    Jacobian,
+    Target,
+    _stack,
+    gradients_at,
+    is_unit_scale,
+)
 from multiloss.balancing._plan import Level, Plan
 from multiloss.balancing.shared import GraphInfo, discover
 
@@ -194,7 +201,7 @@ class _Session:
             # per example of the local batch and stay local; factoring is off under DDP.)
             blocks = mean_over_ranks(blocks)
         jacobian = Jacobian(assemble(inputs, factored, blocks, spans))
-        if isinstance(self.scale, float) and self.scale == 1.0:
+        if is_unit_scale(self.scale):
             return jacobian
         ones = torch.ones(jacobian.rows, dtype=torch.float32, device=jacobian.factors.device)
         return jacobian.scaled(ones / self.scale)
