@@ -9,7 +9,14 @@ from hypothesis import strategies as st
 from torch import Tensor
 
 from multiloss.balancing import Jacobian
-from multiloss.balancing._blocks import Block, DenseBlock, FactoredBlock, FactoredInputBlock
+from multiloss.balancing._blocks import (
+    Block,
+    DenseBlock,
+    FactoredBlock,
+    FactoredInputBlock,
+    gram_rows,
+    mix_rows,
+)
 
 
 def _assert_same_answers(block: Block, data: Tensor, seed: int) -> None:
@@ -116,3 +123,59 @@ def test_a_factored_input_block_agrees_with_its_rows(
 def test_a_factored_input_block_refuses_mismatched_factors() -> None:
     with pytest.raises(ValueError, match=r"weights of shape \(O, d\); got grads \(2, 4, 5\)"):
         FactoredInputBlock(torch.zeros(2, 4, 5), torch.zeros(3, 7))
+
+
+# -- the CPU kernels of wide products (gram_rows, mix_rows) ---------------------------------------
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 8, 16])
+@pytest.mark.parametrize("columns", [100, 40_003])  # below the split, and above with a remainder
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gram_rows_and_mix_rows_are_the_plain_products(
+    rows: int, columns: int, dtype: torch.dtype
+) -> None:
+    generator = torch.Generator().manual_seed(rows * columns)
+    wide = torch.randn(rows, 2 * columns, generator=generator, dtype=dtype)
+    flat = wide[:, ::2]  # a strided view as well: the kernels may not assume contiguity
+    weights = torch.randn(rows, generator=generator)
+    tol = {"rtol": 1e-5, "atol": 1e-3} if dtype == torch.float32 else {}
+    torch.testing.assert_close(gram_rows(flat), flat @ flat.T, **tol)
+    torch.testing.assert_close(mix_rows(weights, flat), weights.to(dtype) @ flat, **tol)
+    assert mix_rows(weights, flat).shape == (columns,)
+
+
+def test_a_jacobian_over_the_engines_buffers_uses_one_matrix() -> None:
+    # The engine's CPU buffers are column slices of one (R, P) matrix: the Gramian and the
+    # combination run over it, and give what the blocks one by one give.
+    from multiloss.balancing._jacobian import Engine
+
+    tensors = [torch.zeros(300, 200), torch.zeros(200), torch.zeros(()), torch.zeros(7, 3)]
+    buffers = Engine().buffers(3, tensors)
+    assert buffers is not None
+    generator = torch.Generator().manual_seed(0)
+    for buffer in buffers:
+        buffer.copy_(torch.randn(buffer.shape, generator=generator))
+    jacobian = Jacobian(buffers)
+    flat = jacobian._flat()
+    assert flat is not None
+    assert flat.shape == (3, 60_222)
+    separate = Jacobian([buffer.clone() for buffer in buffers])
+    assert separate._flat() is None
+    coefficients = torch.tensor([0.5, -1.0, 2.0])
+    torch.testing.assert_close(jacobian.gramian(), separate.gramian(), rtol=1e-5, atol=1e-3)
+    for ours, theirs in zip(
+        jacobian.combine(coefficients), separate.combine(coefficients), strict=True
+    ):
+        assert ours.shape == theirs.shape
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    scaled = jacobian.scaled(torch.tensor([1.0, 2.0, 3.0]))
+    assert scaled._flat() is flat  # a view of the same rows
+    assert jacobian.select([0, 1])._flat() is None  # some of the columns only
+    assert jacobian.take([0, 2])._flat() is None  # rows copied out
+
+
+def test_engine_buffers_of_mixed_dtypes_are_separate() -> None:
+    from multiloss.balancing._jacobian import Engine
+
+    buffers = Engine().buffers(2, [torch.zeros(4), torch.zeros(4, dtype=torch.float64)])
+    assert buffers is not None
+    assert [b.dtype for b in buffers] == [torch.float32, torch.float64]
+    assert Jacobian(buffers)._flat() is None

@@ -24,6 +24,7 @@ fixed weights, the AMP loss scale) costs nothing.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -33,7 +34,7 @@ import torch
 from torch import Tensor
 from torch.autograd.graph import GradientEdge
 
-from multiloss.balancing._blocks import Block, DenseBlock
+from multiloss.balancing._blocks import Block, DenseBlock, gram_rows, mix_rows
 
 __all__ = [
     "Engine",
@@ -83,6 +84,20 @@ def is_unit_scale(scale: float | Tensor) -> bool:
 
 def _empty_blocks(rows: int, targets: Sequence[Target]) -> list[Tensor]:
     return [torch.empty((rows, *t.shape), dtype=t.dtype, device=t.device) for t in targets]
+
+
+def _flat_blocks(rows: int, targets: Sequence[Target]) -> list[Tensor]:
+    """Blocks that are consecutive column slices of one ``(rows, P)`` matrix, when every
+    target has the same dtype and device (:meth:`Jacobian.raw_gramian` and
+    :meth:`Jacobian.combine` then run one product over it instead of one per block)."""
+    first = targets[0]
+    if any(t.dtype != first.dtype or t.device != first.device for t in targets):
+        return _empty_blocks(rows, targets)
+    sizes = [math.prod(t.shape) for t in targets]
+    flat = torch.empty((rows, sum(sizes)), dtype=first.dtype, device=first.device)
+    return [
+        part.view(rows, *t.shape) for part, t in zip(flat.split(sizes, dim=1), targets, strict=True)
+    ]
 
 
 @contextmanager
@@ -340,7 +355,7 @@ class Engine:
         key = (rows, *((tuple(t.shape), t.dtype) for t in targets))
         if key != self._key:
             self._blocks = []  # free the old set before allocating the new one
-            self._blocks = _empty_blocks(rows, targets)
+            self._blocks = _flat_blocks(rows, targets)
             self._key = key
         return self._blocks
 
@@ -453,10 +468,43 @@ class Jacobian:
         """The blocks at ``positions`` (columns of some of the tensors), same rows, no copy."""
         return Jacobian([self.parts[k] for k in positions], self.factors)
 
+    def _flat(self) -> Tensor | None:
+        """The ``(R, P)`` matrix whose consecutive column slices are the blocks, when they are
+        views of one (the engine's buffers on the CPU, see ``_flat_blocks``); else ``None``."""
+        base: Tensor | None = None
+        offset = 0
+        for part in self.parts:
+            if not isinstance(part, DenseBlock):
+                return None
+            data = part.data
+            if data._base is None or (base is not None and data._base is not base):
+                return None
+            base = data._base
+            if (
+                data.storage_offset() - base.storage_offset() != offset
+                or data.stride(0) != base.stride(0)
+                or not data[0].is_contiguous()
+            ):
+                return None
+            offset += part.size()
+        if (
+            base is None
+            or base.dim() != 2
+            or tuple(base.shape) != (self.rows, offset)
+            or not base.is_contiguous()
+            or base.dtype not in (torch.float32, torch.float64)
+        ):
+            return None
+        return base
+
     # -- reductions -------------------------------------------------------------------------------
     def raw_gramian(self) -> Tensor:
         """``B B^T`` of the stored blocks (without the factors), computed once, in float32."""
         if self._raw_gramian is None:
+            flat = self._flat()
+            if flat is not None:
+                self._raw_gramian = gram_rows(flat).to(torch.float32)
+                return self._raw_gramian
             gram = self.parts[0].gramian()
             for part in self.parts[1:]:
                 gram = gram + part.gramian()
@@ -481,6 +529,14 @@ class Jacobian:
     def combine(self, coefficients: Tensor) -> list[Tensor]:
         """``sum_i coefficients[i] * J_i``, one tensor per block (shaped like the input)."""
         weights = coefficients.to(self.factors) * self.factors
+        flat = self._flat()
+        if flat is not None:
+            sizes = [part.size() for part in self.parts]
+            mixed = mix_rows(weights, flat).split(sizes)
+            return [
+                piece.view(part.dense().shape[1:])
+                for piece, part in zip(mixed, self.parts, strict=True)
+            ]
         return [part.combine(weights) for part in self.parts]
 
     def dot(self, update: Sequence[Tensor]) -> Tensor:
