@@ -24,6 +24,7 @@ import multiloss.balancing._execute as execute_module
 import multiloss.balancing._jacobian as jacobian_module
 import multiloss.balancing.base as base_module
 import multiloss.balancing.context as context_module
+from multiloss import balancing
 
 try:  # run as a module of the benchmarks package, or as a script
     from benchmarks.bench_balancing import Problem, variants
@@ -46,7 +47,10 @@ def _wrap(owner: Any, name: str, label: str) -> None:
     setattr(owner, name, timed)
 
 
-def _instrument(problem: Problem) -> None:
+def _instrument(problem: Problem, method: str) -> None:
+    chosen = getattr(balancing, method)
+    if "weigh" in vars(chosen):
+        _wrap(chosen, "weigh", "  solver (the method's weigh)")
     _wrap(problem, "losses", "forward")
     _wrap(problem.optimizer, "step", "optimizer step")
     _wrap(torch.autograd, "backward", "backward passes (loop, sum, heads, final)")
@@ -56,6 +60,7 @@ def _instrument(problem: Problem) -> None:
     _wrap(jacobian_module.Jacobian, "gramian", "Gramian")
     _wrap(jacobian_module.Jacobian, "combine", "update J^T w")
     _wrap(base_module.Balancer, "plan_for", "plan (gradients, Gramian, solver)")
+    _wrap(base_module.Balancer, "apply", "apply (all of the balancer)")
     _wrap(execute_module, "execute", "execute (update, backward)")
 
 
@@ -72,7 +77,7 @@ def main() -> None:
     ours = f"ours{'-rep' if args.rep else ''}/{args.method}"
     steps = variants(problem, [args.method], torchjd=False)
     chosen: dict[str, Callable[[], None]] = {k: steps[k] for k in ("sum", "loop", ours)}
-    _instrument(problem)
+    _instrument(problem, args.method)
     for step in chosen.values():  # warm-up
         step()
     samples: defaultdict[str, list[float]] = defaultdict(list)

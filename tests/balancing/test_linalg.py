@@ -18,6 +18,7 @@ from multiloss.balancing._linalg import (
     check_gram,
     normalize_gram,
     on_host,
+    pair_on_host,
     single_thread,
     solver_dtype,
 )
@@ -125,6 +126,9 @@ def test_on_host_only_for_cpu_tensors() -> None:
 
 SOLVERS: dict[str, Callable[[Tensor], Tensor]] = {
     "upgrad": lambda gram: upgrad_solve(gram)[0],
+    "upgrad-preference": lambda gram: upgrad_solve(
+        gram, torch.linspace(0.2, 1.0, gram.shape[0]).to(gram)
+    )[0],
     "cagrad": lambda gram: cagrad_solve(gram)[0],
     "mgda": lambda gram: min_norm_weights(gram)[0],
     "mgda-exact": lambda gram: min_norm_exact(gram)[0],
@@ -194,16 +198,63 @@ def test_host_and_tensor_solvers_agree(
 
 @pytest.mark.parametrize("name", sorted(SOLVERS))
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("rows", [2, 3])
 def test_a_non_finite_gram_gives_the_same_kind_of_answer_on_both_paths(
-    name: str, bad: float
+    name: str, bad: float, rows: int
 ) -> None:
     # An infinite gradient makes the Gram matrix non-finite. Neither path may raise or warn
     # (the balancer reports non-finite weights itself, naming the method); they agree on
-    # which weights come out non-finite.
-    gram = torch.tensor([[1.0, 0.5, 0.0], [0.5, bad, 0.2], [0.0, 0.2, 2.0]])
+    # which weights come out non-finite. Two rows: the closed forms on the host.
+    gram = torch.tensor([[1.0, 0.5, 0.0], [0.5, bad, 0.2], [0.0, 0.2, 2.0]])[:rows, :rows]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         host = SOLVERS[name](gram)
         tensor = _on_tensors(SOLVERS[name], gram)
-    assert host.shape == tensor.shape == (3,)
+    assert host.shape == tensor.shape == (rows,)
     assert torch.isfinite(host).tolist() == torch.isfinite(tensor).tolist()
+
+
+# -- two losses: closed forms on Python floats ----------------------------------------------------
+def test_pair_on_host_is_normalize_gram_as_floats() -> None:
+    g = torch.tensor([[-0.25441, -0.000612], [0.25447, 0.000688]])  # repaired (see above)
+    for gram in (torch.tensor([[4.0, 1.0], [1.0, 2.0]]), g @ g.T, torch.zeros(2, 2)):
+        pair = pair_on_host(gram)
+        work, _ = normalize_gram(gram)
+        assert pair is not None
+        a, b, d = pair
+        np.testing.assert_allclose([[a, b], [b, d]], work.numpy(), rtol=1e-12, atol=1e-15)
+    assert pair_on_host(torch.eye(3)) is None  # more losses: the general solvers
+    assert pair_on_host(torch.zeros(2, 2, device="meta")) is None  # not on the host
+    assert pair_on_host(torch.tensor([[1.0, float("nan")], [0.0, 1.0]])) is None
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS))
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    shared=st.sampled_from([-2.0, -0.5, 0.0, 0.3, 2.0]),
+    scales=st.sampled_from([(1.0, 1.0), (1.0, 1e-3), (1e4, 1.0), (1e-6, 1e-6)]),
+    degenerate=st.sampled_from(["none", "duplicate", "opposite", "zero", "both zero"]),
+)
+def test_two_losses_closed_forms_match_the_general_solvers(
+    name: str, seed: int, shared: float, scales: tuple[float, float], degenerate: str
+) -> None:
+    # On the host, two losses take each method's closed form (pair_on_host); the general
+    # algorithm (the tensor code accelerators run) must give the same update.
+    g = random_jacobian(2, 6, seed, shared=shared).float() * torch.tensor(scales)[:, None]
+    if degenerate == "duplicate":
+        g[1] = g[0]
+    elif degenerate == "opposite":
+        g[1] = -g[0]
+    elif degenerate == "zero":
+        g[0] = 0.0
+    elif degenerate == "both zero":
+        g.zero_()
+    gram = g @ g.T
+    closed = SOLVERS[name](gram)
+    general = _on_tensors(SOLVERS[name], gram)
+    assert closed.dtype == gram.dtype
+    assert bool(torch.isfinite(closed).all())
+    scale = float(g.norm(dim=1).max()) + 1e-30
+    tolerance = {"mgda": 1e-4, "cagrad": 1e-5}.get(name, 1e-6)
+    torch.testing.assert_close(closed @ g, general @ g, rtol=0, atol=tolerance * scale)

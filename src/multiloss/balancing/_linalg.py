@@ -17,6 +17,7 @@ updates.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -32,6 +33,7 @@ __all__ = [
     "normalize_gram",
     "not_positive_definite",
     "on_host",
+    "pair_on_host",
     "single_thread",
     "solver_scope",
     "solver_dtype",
@@ -107,6 +109,40 @@ def normalize_gram(gram: Tensor, *, host: bool = False) -> tuple[Array, Array]:
     t = work.shape[0]
     shift = xp.where(positive & not_positive_definite(work), t * rounding, 0.0)
     return work + shift * eye(t, like=work), trace
+
+
+def pair_on_host(gram: Tensor) -> tuple[float, float, float] | None:
+    """For two losses on the CPU, :func:`normalize_gram`'s matrix as three Python floats.
+
+    Returns ``(a, b, d)``, the entries of ``[[a, b], [b, d]]`` (trace 1 unless all zero,
+    symmetrized, its diagonal shifted by ``2 eps`` only if it is not positive definite, as
+    there; a zero matrix stays zero), or ``None``
+    where the general solvers run (more losses, not on the host, or a non-finite entry).
+
+    Two losses are the commonest case, and each method has a closed form for them. On Python
+    floats it costs a few microseconds; NumPy's general route takes 0.4 to 0.8 ms inside a
+    training step (2 cores, 3x512 trunk), where a cold cache makes every small operation
+    several times slower than it is alone.
+
+    Example:
+        >>> import torch
+        >>> pair_on_host(torch.tensor([[3.0, -1.0], [-1.0, 1.0]]))
+        (0.75, -0.25, 0.25)
+    """
+    if not (on_host(gram) and gram.shape == (2, 2)):
+        return None
+    (a, b), (c, d) = gram.detach().to(torch.float64).tolist()
+    if not all(math.isfinite(value) for value in (a, b, c, d)):
+        return None  # the general route turns it into non-finite weights, which are reported
+    b = 0.5 * (b + c)
+    trace = a + d
+    if trace <= 0:
+        return a, b, d  # all zero (a Gram matrix has no negative diagonal): left as it is
+    a, b, d = a / trace, b / trace, d / trace
+    if not (a > 0 and d - b * b / a > 0):  # where a Cholesky factorization fails
+        shift = 2 * torch.finfo(gram.dtype).eps
+        a, d = a + shift, d + shift
+    return a, b, d
 
 
 def not_positive_definite(work: Array) -> Array:

@@ -19,7 +19,13 @@ import torch
 from torch import Tensor
 
 from multiloss.balancing._arrays import Array, arange, from_host, namespace
-from multiloss.balancing._linalg import check_gram, normalize_gram, on_host, solver_scope
+from multiloss.balancing._linalg import (
+    check_gram,
+    normalize_gram,
+    on_host,
+    pair_on_host,
+    solver_scope,
+)
 from multiloss.balancing._qp import minimize_active_set
 
 __all__ = ["min_norm_exact", "min_norm_weights", "segment_min"]
@@ -37,6 +43,27 @@ def segment_min(aa: Array, ab: Array, bb: Array) -> tuple[Array, Array]:
     gamma = xp.clip(xp.where(denom > 0, (bb - ab) / safe, 1.0), 0, 1)
     cost = gamma * gamma * aa + (1 - gamma) * (1 - gamma) * bb + 2 * gamma * (1 - gamma) * ab
     return gamma, cost
+
+
+def _segment_min_floats(aa: float, ab: float, bb: float) -> tuple[float, float]:
+    """:func:`segment_min` on Python floats: ``(gamma, squared norm at gamma)``."""
+    denom = aa + bb - 2 * ab
+    gamma = min(max((bb - ab) / denom, 0.0), 1.0) if denom > 0 else 1.0
+    return gamma, gamma * gamma * aa + (1 - gamma) * (1 - gamma) * bb + 2 * gamma * (1 - gamma) * ab
+
+
+def _pair_weights(gram: Tensor) -> tuple[Tensor, Tensor] | None:
+    """The minimum-norm weights of two losses on the host, in closed form (the segment's
+    minimum, which both solvers reach); ``None`` where the general route runs."""
+    pair = pair_on_host(gram)
+    if pair is None:
+        return None
+    a, b, d = pair
+    gamma, _ = _segment_min_floats(a, b, d)
+    return (
+        torch.tensor([gamma, 1.0 - gamma], dtype=gram.dtype),
+        torch.zeros((), dtype=torch.long),
+    )
 
 
 def min_norm_weights(
@@ -61,6 +88,9 @@ def min_norm_weights(
         [0.5, 0.5]
     """
     check_gram(gram, "MGDA")
+    paired = _pair_weights(gram)
+    if paired is not None:
+        return paired
     host = on_host(gram)  # on the CPU the solve runs on the host (see _linalg.py)
     with solver_scope(gram.device):
         t = gram.shape[0]
@@ -116,15 +146,14 @@ def _frank_wolfe_host(
     for count in range(max_iter):
         k = min(range(t), key=gw.__getitem__)
         ab, bb = gw[k], gram[k][k]
-        denom = aa + bb - 2 * ab
-        step = min(max((bb - ab) / denom, 0.0), 1.0) if denom > 0 else 1.0
+        step, cost = _segment_min_floats(aa, ab, bb)
         if 2 * (1 - step) * (1 - w[k]) < tol:
             return w, count
         keep = 1 - step
         w = [step * wi for wi in w]
         w[k] += keep
         gw = [step * g + keep * gram[i][k] for i, g in enumerate(gw)]
-        aa = step * step * aa + keep * keep * bb + 2 * step * keep * ab
+        aa = cost
     return w, max_iter
 
 
@@ -144,6 +173,9 @@ def min_norm_exact(gram: Tensor) -> tuple[Tensor, Tensor]:
         tensor([0.2000, 0.8000])
     """
     check_gram(gram, "MGDA")
+    paired = _pair_weights(gram)
+    if paired is not None:
+        return paired
     host = on_host(gram)  # on the CPU the small solve runs in NumPy (see _linalg.py)
     with solver_scope(gram.device):
         t = gram.shape[0]

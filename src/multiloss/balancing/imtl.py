@@ -16,12 +16,20 @@ for exactly opposite gradients gives the natural answer ``alpha = (1/2, 1/2)``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
+import torch
 from torch import Tensor
 
 from multiloss.balancing._arrays import eye, from_host, namespace, solve
-from multiloss.balancing._linalg import check_gram, normalize_gram, on_host, solver_scope
+from multiloss.balancing._linalg import (
+    check_gram,
+    normalize_gram,
+    on_host,
+    pair_on_host,
+    solver_scope,
+)
 from multiloss.balancing._plan import Level
 from multiloss.balancing.context import BalanceContext
 from multiloss.balancing.gradient import GradientBalancer
@@ -50,6 +58,9 @@ def imtl_weights(gram: Tensor) -> Tensor:
         True
     """
     check_gram(gram, "IMTL")
+    pair = pair_on_host(gram)
+    if pair is not None:
+        return _pair_weights(pair, gram)
     host = on_host(gram)  # on the CPU the small solve runs in NumPy (see _linalg.py)
     with solver_scope(gram.device):
         t = gram.shape[0]
@@ -62,6 +73,19 @@ def imtl_weights(gram: Tensor) -> Tensor:
         safe = xp.where(xp.abs(total) > 0, total, 1.0)
         alpha = xp.where(xp.abs(total) > 0, v / safe, xp.ones_like(v) / t)
         return from_host(alpha, gram)
+
+
+def _pair_weights(pair: tuple[float, float, float], like: Tensor) -> Tensor:
+    """:func:`imtl_weights` for two losses on the host (``pair``: the normalized Gram matrix
+    ``[[a, b], [b, d]]``, see :func:`pair_on_host`), on Python floats: the 2 x 2 solve by
+    Cramer's rule, whose determinant cancels in ``v / sum(v)``."""
+    a, b, d = pair
+    n0, n1 = math.sqrt(max(a, 0.0)), math.sqrt(max(d, 0.0))
+    v0 = (d + _RIDGE) * n0 - b * n1
+    v1 = (a + _RIDGE) * n1 - b * n0
+    total = v0 + v1
+    alpha = [v0 / total, v1 / total] if total != 0 else [0.5, 0.5]
+    return torch.tensor(alpha, dtype=like.dtype)
 
 
 class IMTL(GradientBalancer):

@@ -20,7 +20,13 @@ import torch
 from torch import Tensor
 
 from multiloss.balancing._arrays import arange, eye, from_host, namespace
-from multiloss.balancing._linalg import check_gram, on_host, solver_matrix, solver_scope
+from multiloss.balancing._linalg import (
+    check_gram,
+    on_host,
+    pair_on_host,
+    solver_matrix,
+    solver_scope,
+)
 from multiloss.balancing._plan import Level
 from multiloss.balancing.context import BalanceContext
 from multiloss.balancing.gradient import GradientBalancer
@@ -54,6 +60,8 @@ def pcgrad_weights(gram: Tensor, orders: Tensor | None = None) -> Tensor:
         tensor([0.5000, 1.5000])
     """
     check_gram(gram, "PCGrad")
+    if pair_on_host(gram) is not None:  # two finite losses on the host (raw entries below)
+        return _pair_weights(gram)
     host = on_host(gram)  # on the CPU the small loop runs in NumPy (see _linalg.py)
     with solver_scope(gram.device):
         t = gram.shape[0]
@@ -72,6 +80,20 @@ def pcgrad_weights(gram: Tensor, orders: Tensor | None = None) -> Tensor:
             # A zero gradient g_j has zero inner product with everything, so its step is 0.
             coef[rows, j] -= xp.clip(inner, None, 0) / safe[j]
         return from_host(xp.sum(coef, axis=0), gram)
+
+
+def _pair_weights(gram: Tensor) -> Tensor:
+    """:func:`pcgrad_weights` for two losses on the host, on Python floats.
+
+    With two losses there is one order: ``g_0`` drops its component along ``g_1`` if they
+    conflict, and ``g_1`` its component along ``g_0``. Each uses its own row of ``gram`` (as
+    the general route does), so the result is the same to rounding, and no random order is
+    drawn.
+    """
+    (g00, g01), (g10, g11) = gram.detach().to(torch.float64).tolist()
+    w0 = 1.0 - min(g10, 0.0) / (g00 if g00 > 0 else 1.0)
+    w1 = 1.0 - min(g01, 0.0) / (g11 if g11 > 0 else 1.0)
+    return torch.tensor([w0, w1], dtype=gram.dtype)
 
 
 class PCGrad(GradientBalancer):

@@ -22,10 +22,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import torch
 from torch import Tensor
 
 from multiloss.balancing._arrays import Array, eye, from_host, namespace, to_host
-from multiloss.balancing._linalg import check_gram, normalize_gram, on_host, solver_scope
+from multiloss.balancing._linalg import (
+    check_gram,
+    normalize_gram,
+    on_host,
+    pair_on_host,
+    solver_scope,
+)
 from multiloss.balancing._plan import Level
 from multiloss.balancing._qp import minimize_active_set
 from multiloss.balancing.context import BalanceContext
@@ -66,6 +73,9 @@ def upgrad_solve(
     working set, instead of from ``u`` with every entry there.
     """
     check_gram(gram, "UPGrad")
+    pair = pair_on_host(gram)
+    if pair is not None and (preference is None or bool((preference >= 0).all())):
+        return _solve_pair(pair, preference, gram)
     host = on_host(gram)  # on the CPU the small solve runs in NumPy (see _linalg.py)
     with solver_scope(gram.device):
         t = gram.shape[0]
@@ -94,6 +104,26 @@ def upgrad_solve(
             max_iter=4 * t + 4,
         )
         return from_host(xp.sum(solution, axis=0), gram), from_host(solution, gram)
+
+
+def _solve_pair(
+    pair: tuple[float, float, float], preference: Tensor | None, like: Tensor
+) -> tuple[Tensor, Tensor]:
+    """:func:`upgrad_solve` for two losses, in closed form (``pair``: the normalized Gram
+    matrix ``[[a, b], [b, d]]``, see :func:`pair_on_host`; ``preference`` non-negative).
+
+    The projection for ``u = m_0 e_0`` keeps ``v_0 = m_0`` at its bound, and the other entry
+    minimizes ``v^T G v`` over ``v_1 >= 0``: ``v_1 = max(0, -b m_0 / d)`` (0 when the two
+    gradients do not conflict, ``b >= 0``). This satisfies every KKT condition:
+    ``(G v)_0 = m_0 (a d - b^2) / d >= 0`` where the bound binds. Symmetrically for ``e_1``.
+    """
+    a, b, d = pair
+    m0, m1 = (0.5, 0.5) if preference is None else preference.tolist()
+    # A zero diagonal (a zero gradient; then b = 0 too) leaves the other entry at its bound.
+    v01 = max(0.0, -b * m0 / d) if d > 0 else 0.0
+    v10 = max(0.0, -b * m1 / a) if a > 0 else 0.0
+    duals = torch.tensor([[m0, v01], [v10, m1]], dtype=like.dtype)
+    return duals.sum(0), duals
 
 
 class UPGrad(GradientBalancer):
