@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from scipy.optimize import minimize, minimize_scalar
 
 from multiloss.balancing import CAGrad
+from multiloss.balancing._linalg import pair_on_host
 from multiloss.balancing.cagrad import cagrad_solve, cagrad_weights
 from tests.balancing.gradients import jacobians, min_norm_in_hull, random_jacobian
 
@@ -154,3 +155,31 @@ def test_the_warm_start_keeps_the_solver_precision() -> None:
     _, dual = cagrad_solve(g @ g.T)
     assert dual.dtype == torch.float64  # float32 would cost a Newton step at the next call
     torch.testing.assert_close(cagrad_solve(g @ g.T, start=dual)[1], dual, atol=1e-9, rtol=0)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    entries=st.tuples(st.floats(-3, 3), st.floats(-3, 3), st.floats(-3, 3), st.floats(-3, 3)),
+    radius=st.floats(1e-3, 2.0),
+)
+def test_the_two_loss_closed_form_minimizes_the_dual(
+    entries: tuple[float, float, float, float], radius: float
+) -> None:
+    # On the segment w = (x, 1 - x), no grid point has a smaller dual objective.
+    from multiloss.balancing.cagrad import _SMOOTH, _solve_pair
+
+    g = torch.tensor(entries, dtype=torch.float64).reshape(2, 2)
+    pair = pair_on_host(g @ g.T)
+    assert pair is not None
+    a, b, d = pair
+    work = torch.tensor([[a, b], [b, d]], dtype=torch.float64)
+    mean = work.mean(dim=1)
+
+    def objective(x: torch.Tensor) -> torch.Tensor:
+        w = torch.stack([x, 1 - x], dim=-1)
+        quad = ((w @ work) * w).sum(-1).clamp_min(0)
+        return w @ mean + radius * (quad + _SMOOTH).sqrt()
+
+    x = torch.tensor(float(_solve_pair(pair, radius)[0]), dtype=torch.float64)
+    grid = torch.linspace(0, 1, 20001, dtype=torch.float64)
+    assert float(objective(x)) <= float(objective(grid).min()) + 1e-12

@@ -16,6 +16,7 @@ active-set Newton method on the Gram matrix (``_qp.py``), without any external s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import numpy as np
@@ -24,7 +25,13 @@ from torch import Tensor
 
 from multiloss._validation import check_choice, check_finite_float
 from multiloss.balancing._arrays import Array, from_host, namespace, to_host
-from multiloss.balancing._linalg import check_gram, normalize_gram, on_host, solver_scope
+from multiloss.balancing._linalg import (
+    check_gram,
+    normalize_gram,
+    on_host,
+    pair_on_host,
+    solver_scope,
+)
 from multiloss.balancing._plan import Level
 from multiloss.balancing._qp import minimize_active_set
 from multiloss.balancing.context import BalanceContext
@@ -73,9 +80,14 @@ def cagrad_solve(
     solver's precision: float64 on the CPU)."""
     check_gram(gram, "CAGrad")
     host = on_host(gram)  # on the CPU the small solve runs in NumPy (see _linalg.py)
+    pair = pair_on_host(gram)
     with solver_scope(gram.device):
         t = gram.shape[0]
-        work, _ = normalize_gram(gram, host=host)
+        if pair is not None:  # two losses: the same steps on the closed-form minimizer
+            a, ab, d = pair
+            work = np.array([[a, ab], [ab, d]])
+        else:
+            work, _ = normalize_gram(gram, host=host)
         xp = namespace(work)
         b = xp.mean(work, axis=1)  # G 1 / T: g_i . g0
         g0_norm = xp.sqrt(xp.clip(xp.mean(work), 0, None))  # ||g0||: ||g0||^2 = 1^T G 1 / T^2
@@ -83,8 +95,11 @@ def cagrad_solve(
         if c == 0:  # the objective is linear in w and the correction term vanishes
             ones = xp.ones_like(b)
             return from_host(ones, gram), from_host(ones / t, gram)
-        warm = None if start is None else (to_host(start) if host else start.to(work))
-        w = _solve(work, b, radius, warm)
+        if pair is not None:
+            w = _solve_pair(pair, float(radius))
+        else:
+            warm = None if start is None else (to_host(start) if host else start.to(work))
+            w = _solve(work, b, radius, warm)
         gw_norm = xp.sqrt(xp.clip(w @ work @ w, 0, None))
         # ||g_w|| ~ 0 (relative to the gradients, which have trace 1 here) means some convex
         # combination of the gradients vanishes: the point is Pareto-stationary, the direction
@@ -99,6 +114,30 @@ def cagrad_solve(
         # solve would need one more Newton step (and its line search) to get back.
         dual = torch.from_numpy(w) if isinstance(w, np.ndarray) else w
         return from_host(weights / divisor, gram), dual
+
+
+def _solve_pair(pair: tuple[float, float, float], radius: float) -> np.ndarray:
+    """:func:`_solve` for two losses, in closed form (``pair``: the normalized Gram matrix
+    ``[[a, b], [b, d]]``, see :func:`pair_on_host`).
+
+    On the segment ``w = (x, 1 - x)`` the objective is ``L x + radius sqrt(Q(x))`` plus a
+    constant, with ``L = (a - d) / 2`` and ``Q(x) = delta x^2 + 2 beta x + gamma`` (``delta =
+    a - 2 b + d``, ``beta = b - d``, ``gamma = d`` plus the same smoothing as there). It is
+    convex; its derivative vanishes only if ``L^2 < radius^2 delta``, at the root below, else
+    the minimum is the end of the segment that ``L``'s sign points to. Clipped to ``[0, 1]``.
+    """
+    a, b, d = pair
+    slope = 0.5 * (a - d)
+    delta, beta, gamma = a - 2 * b + d, b - d, d + _SMOOTH
+    room = radius * radius * delta - slope * slope
+    if delta <= 0:  # equal gradients: every point of the segment is the same update
+        x = 0.5 if slope == 0 else float(slope < 0)
+    elif room > 0:
+        x = (-beta - slope * math.sqrt(max(delta * gamma - beta * beta, 0.0) / room)) / delta
+    else:
+        x = float(slope < 0)
+    x = min(max(x, 0.0), 1.0)
+    return np.array([x, 1.0 - x])
 
 
 def _solve(work: Array, b: Array, radius: Array, warm: Array | None) -> Array:
