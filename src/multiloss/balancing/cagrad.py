@@ -83,6 +83,7 @@ def cagrad_solve(
     pair = pair_on_host(gram)
     with solver_scope(gram.device):
         t = gram.shape[0]
+        work: Array
         if pair is not None:  # two losses: the same steps on the closed-form minimizer
             a, ab, d = pair
             work = np.array([[a, ab], [ab, d]])
