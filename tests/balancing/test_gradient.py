@@ -152,3 +152,117 @@ def test_release_memory_frees_the_kept_buffers_and_the_next_step_still_works() -
     model.zero_grad(set_to_none=True)
     balancer.apply(model.losses(), step=1)
     torch.testing.assert_close(grads(model), _fresh_balancer_gradients(model), rtol=0, atol=0)
+
+
+# -- the heads' gradients from the per-loss passes (_Session.take_others) -------------------------
+def _count_heads_passes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the backward passes restricted to the other parameters (``inputs=``)."""
+    import multiloss.balancing._execute as execute_module
+
+    calls: list[int] = []
+    real = torch.autograd.backward
+
+    def counted(*args: object, **kwargs: object) -> None:
+        if kwargs.get("inputs") is not None:
+            calls.append(1)
+        real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(execute_module.torch.autograd, "backward", counted)
+    return calls
+
+
+def _heads_by_their_own_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    import multiloss.balancing.context as context
+
+    monkeypatch.setattr(context._Session, "take_others", lambda self: ())
+
+
+CASES = {
+    "plain": {},
+    "fixed loss on the trunk": {"fixed": "trunk"},
+    "fixed loss on a head only": {"fixed": "head"},
+    "diagnostics": {"fixed": "trunk", "diagnostics": True},
+    "tensor scale": {"scale": torch.tensor(0.25)},
+    "head weights of the method": {"method": True},
+}
+
+
+def _run(model: Toy, case: dict, accumulate: bool = False) -> dict:
+    balancer = FixedOnHeadsToo() if case.get("method") else Fixed()
+    weights = {"task0": 1.0, "task1": -2.0, "task2": 0.5}
+    model.zero_grad(set_to_none=True)
+    for _ in range(2 if accumulate else 1):
+        losses = model.losses()
+        if case.get("fixed") == "trunk":
+            losses["reg"] = model.trunk[0].weight.pow(2).sum() + model.heads[1].bias.pow(2).sum()
+            weights["reg"] = 0.3
+        elif case.get("fixed") == "head":
+            losses["reg"] = model.heads[2].weight.pow(2).sum()
+            weights["reg"] = 0.3
+        if "reg" in losses:
+            balancer = type(balancer)(balance=["task*"])
+        balancer.apply(
+            losses,
+            weights,
+            step=0,
+            scale=case.get("scale", 1.0),
+            diagnostics=case.get("diagnostics", False),
+        )
+    return grads(model)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_heads_from_the_per_loss_passes_equal_their_own_backward_pass(
+    case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = Toy()
+    for accumulate in (False, True):  # .grad written fresh, then added to
+        with monkeypatch.context() as patch:
+            passes = _count_heads_passes(patch)
+            folded = _run(model, CASES[case], accumulate)
+            # A fixed loss that reaches no shared parameter needs its own backward pass.
+            expected_passes = 2 if accumulate else 1
+            assert len(passes) == (expected_passes if case == "fixed loss on a head only" else 0)
+        with monkeypatch.context() as patch:
+            _heads_by_their_own_pass(patch)
+            separate = _run(model, CASES[case], accumulate)
+        torch.testing.assert_close(folded, separate)
+
+
+def test_the_per_loss_passes_free_the_graph_when_they_give_the_heads_their_gradients(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    passes = _count_heads_passes(monkeypatch)
+    model = Toy()
+    losses = model.losses()
+    Fixed().apply(losses, step=0)
+    assert passes == []  # no backward pass of the heads' own
+    for loss in losses.values():  # and the graph of every loss is gone
+        with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+            loss.backward()
+
+
+def test_a_hooked_head_or_a_method_that_may_need_the_graph_keeps_the_heads_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Combining(Fixed):  # overrides combine(): it may ask for another Jacobian
+        def combine(self, jacobian, ctx):  # type: ignore[no-untyped-def]
+            ctx.jacobian_of(ctx.shared_parameters()[:1])
+            return super().combine(jacobian, ctx)
+
+    passes = _count_heads_passes(monkeypatch)
+    model = Toy()
+    Combining().apply(model.losses(), step=0)
+    assert len(passes) == 1
+    Fixed(level="representation").apply(model.losses(), step=0, representation=model.z)
+    assert len(passes) == 1  # the representation level has its single backward pass anyway
+    seen: list[Tensor] = []
+    model.heads[0].weight.register_post_accumulate_grad_hook(lambda p: seen.append(p.grad))
+    model.zero_grad(set_to_none=True)
+    Fixed().apply(model.losses(), step=0)
+    assert len(passes) == 2
+    assert len(seen) == 1  # the hook saw the gradient written by autograd
+    hooked = Toy()
+    hooked.heads[1].bias.register_hook(lambda g: 2 * g)
+    Fixed().apply(hooked.losses(), step=0)
+    assert len(passes) == 3

@@ -5,8 +5,10 @@ Three cases, each with a single pass over the trunk:
 * loss weighting (``plan.shared_update is None``): one backward pass of
   ``scale * (sum_i w_i L_i + fixed + extra)`` into every parameter;
 * gradient level, parameters: the shared parameters get ``scale * (update + fixed part)`` from the
-  Jacobian already computed (added to ``.grad``); one more backward pass restricted to the other
-  parameters (``inputs=``) gives the heads their ordinary gradient without touching the trunk;
+  Jacobian already computed (added to ``.grad``). The other parameters (the heads) get their
+  ordinary gradient from the gradients the per-loss passes took on the way
+  (``_Session.take_others``), or, where those were not taken, from one more backward pass
+  restricted to them (``inputs=``) that does not touch the trunk;
 * gradient level, representation ``z``: one backward pass of the weighted sum, with a correction
   injected at ``z`` so that what flows into the trunk is the method's update instead of the plain
   sum's gradient (``d_z - sum_i w_i dL_i/dz``); fixed losses and everything off the ``z`` path
@@ -38,6 +40,47 @@ def _weighted_total(session: _Session, plan: Plan) -> Tensor:
     if not is_unit_scale(session.scale):
         total = total * session.scale
     return total
+
+
+def _rest_total(session: _Session, plan: Plan) -> Tensor | None:
+    """What the collected gradients leave out: the fixed losses without a Jacobian row (they
+    reach no shared parameter) and ``plan.extra``, times the scale; ``None`` if nothing."""
+    rest: Tensor | None = plan.extra
+    in_rows = set(session.fixed_in_rows)
+    for k, (loss, weight) in enumerate(
+        zip(session.fixed_losses, session.fixed_weights, strict=True)
+    ):
+        if k not in in_rows:
+            rest = loss * weight if rest is None else rest + loss * weight
+    if rest is None or not rest.requires_grad:
+        return None
+    return rest if is_unit_scale(session.scale) else rest * session.scale
+
+
+@torch.no_grad()
+def _add_collected(session: _Session, plan: Plan, fixed_coefficients: Sequence[float]) -> None:
+    """The other parameters' ordinary gradient from the rows the per-loss passes took: row
+    ``r``'s gradient (already at the scale) times its weight in the backward pass's total."""
+    if session.collected is None:
+        return
+    tensors, collected = session.collected
+    weights = torch.cat(
+        [
+            plan.loss_weights.detach().to(torch.float32),
+            vector_on(fixed_coefficients, plan.loss_weights.device),
+        ]
+    )
+    for tensor, pairs in zip(tensors, collected, strict=True):
+        value: Tensor | None = None
+        for row, grad in pairs:
+            part = grad * weights[row].to(grad.dtype)
+            value = part if value is None else value + part
+        if value is None:
+            continue
+        if tensor.grad is None:
+            tensor.grad = value
+        else:
+            tensor.grad.add_(value)
 
 
 @torch.no_grad()
@@ -89,8 +132,8 @@ def execute(
     wants_early = update is None or plan.level == "representation"
     if session.diagnostics and wants_early:
         diagnostics = _diagnose(session, plan)
-    total = _weighted_total(session, plan)
     if update is None:
+        total = _weighted_total(session, plan)
         if total.requires_grad:
             total.backward(retain_graph=retain_graph)
         return diagnostics
@@ -112,10 +155,21 @@ def execute(
                 parts = [p + f for p, f in zip(parts, fixed, strict=True)]
             _add_to_grads(shared, parts, session.scale, fresh=fresh)
         inputs = list(session.others()) + [p for p in own_parameters if p.requires_grad]
-        if inputs and total.requires_grad:
+        if not inputs:
+            return diagnostics
+        if session.collected is None:
+            total = _weighted_total(session, plan)
+        else:
+            _add_collected(session, plan, session.jacobian("parameters")[1])
+            rest = _rest_total(session, plan)
+            if rest is None:
+                return diagnostics
+            total = rest
+        if total.requires_grad:
             torch.autograd.backward(total, inputs=inputs, retain_graph=retain_graph)
         return diagnostics
 
+    total = _weighted_total(session, plan)
     z = session.require_representation()
     jacobian, _ = session.jacobian("representation")
     if isinstance(update, Tensor):  # J^T update - J^T weights in one pass over the rows

@@ -134,12 +134,18 @@ def _seed(output: Tensor, grad_scale: float | Tensor) -> Tensor | None:
     return None if is_unit_scale(grad_scale) else torch.ones_like(output) * grad_scale
 
 
+#: Per extra tensor, the ``(row, gradient)`` pairs of the outputs that reach it.
+Collected = list[list[tuple[int, Tensor]]]
+
+
 def _loop(
     outputs: Sequence[Tensor],
     targets: Sequence[Target],
     grad_scale: float | Tensor,
     retain_graph: bool,
     out: Sequence[Tensor] | None = None,
+    extra: Sequence[Tensor] = (),
+    collected: Collected | None = None,
 ) -> list[Tensor]:
     # Each gradient is copied into its row as soon as it exists, so the peak is the blocks
     # plus one gradient, not twice the blocks (a list of rows, then a stacked copy).
@@ -147,6 +153,8 @@ def _loop(
     blocks = list(out) if out is not None else _empty_blocks(rows, targets)
     last = rows - 1
     inputs: Any = [target.input for target in targets]  # tensors and edges, mixed
+    extra = list(extra) if collected is not None else []
+    pairs: Collected = [[] for _ in extra]
     with _edge_catchers(targets) as caught:
         for index, output in enumerate(outputs):
             if not output.requires_grad:
@@ -156,11 +164,15 @@ def _loop(
             caught.clear()
             grads = torch.autograd.grad(
                 output,
-                inputs,
+                inputs + extra,
                 grad_outputs=_seed(output, grad_scale),
                 retain_graph=retain_graph or index < last,
                 allow_unused=True,  # unused: None, a zero row (materialize_grads refuses edges)
             )
+            for found, grad in zip(pairs, grads[len(inputs) :], strict=True):
+                if grad is not None:
+                    found.append((index, grad))
+            grads = grads[: len(inputs)]
             for position, (block, grad) in enumerate(zip(blocks, grads, strict=True)):
                 grad = caught.get(position, grad)
                 if grad is None:
@@ -168,6 +180,8 @@ def _loop(
                 else:
                     block[index].copy_(grad)
             del grads
+    if collected is not None:
+        collected[:] = pairs
     return blocks
 
 
@@ -256,6 +270,8 @@ def gradients_at(
     grad_scale: float | Tensor = 1.0,
     batched: bool = True,
     out: Sequence[Tensor] | None = None,
+    extra: Sequence[Tensor] = (),
+    collected: Collected | None = None,
 ) -> tuple[list[Tensor], bool]:
     """:func:`per_loss_gradients` for targets (tensors or graph edges).
 
@@ -263,6 +279,12 @@ def gradients_at(
     (:func:`_edge_catchers`); the batched pass cannot, so callers give it tensors only. When
     every target has an ``owner`` (one output alone reaches it), one backward pass of all the
     outputs gives every row at once (:func:`_disjoint`).
+
+    ``extra``: tensors whose gradients the loop also takes in each of its passes (task-specific
+    parameters, which then need no backward pass of their own), put in ``collected`` as
+    ``(row, gradient)`` pairs per tensor. Only the loop does: ``collected`` is left empty by
+    the other routes, which then keep the graph whatever ``retain_graph`` says (the caller
+    still has the other parameters' backward pass to run).
     """
     if not outputs or not targets:
         raise ValueError(
@@ -274,7 +296,8 @@ def gradients_at(
         zeros = [torch.zeros((rows, *t.shape), dtype=t.dtype, device=t.device) for t in targets]
         return zeros, batched
     if rows > 1 and all(target.owner is not None for target in targets):
-        return _disjoint(outputs, targets, grad_scale, retain_graph, out), batched
+        # ``extra`` is not taken here: the caller's backward pass still needs the graph.
+        return _disjoint(outputs, targets, grad_scale, retain_graph or bool(extra), out), batched
     if batched and rows > 1:
         stacked = _stack(outputs)
         eye = torch.eye(rows, dtype=stacked.dtype, device=stacked.device)
@@ -299,7 +322,7 @@ def gradients_at(
                 RuntimeWarning,
                 stacklevel=3,
             )
-            return _loop(outputs, targets, grad_scale, retain_graph, out), False
+            return _loop(outputs, targets, grad_scale, retain_graph, out, extra, collected), False
         blocks: list[Tensor] = []
         for grad, target in zip(grads, targets, strict=True):
             if grad is None:  # no loss depends on it
@@ -308,7 +331,7 @@ def gradients_at(
                 grad = grad.expand(rows, *target.shape)
             blocks.append(grad.to(target.dtype))
         return blocks, True
-    return _loop(outputs, targets, grad_scale, retain_graph, out), batched
+    return _loop(outputs, targets, grad_scale, retain_graph, out, extra, collected), batched
 
 
 class Engine:

@@ -170,6 +170,12 @@ class Balancer(nn.Module):
         """The settings shown by ``repr``."""
         return {}
 
+    def _needs_graph_after_jacobian(self) -> bool:
+        """Whether this call may use the graph after its parameter-level Jacobian (another
+        Jacobian, a backward pass of its own). ``False`` lets the per-loss passes free the
+        graph and give the task-specific parameters their gradients themselves."""
+        return True
+
     def setup_known_names(self) -> None:
         """Create the per-loss state now if ``balance=`` lists exact names; subclasses with
         ``per_loss_state`` call this at the end of ``__init__``."""
@@ -236,6 +242,7 @@ class Balancer(nn.Module):
             representation=representation,
             diagnostics=bool(diagnostics),
             engine=self._engine,
+            graph_done_after_jacobian=not self._needs_graph_after_jacobian(),
         )
         ctx = BalanceContext(
             session,

@@ -24,6 +24,7 @@ from multiloss.balancing._factored import (
     find_factored_input,
 )
 from multiloss.balancing._jacobian import (
+    Collected,
     Engine,
     Jacobian,
     Target,
@@ -91,6 +92,7 @@ class _Session:
         representation: Tensor | None,
         diagnostics: bool,
         engine: Engine,
+        graph_done_after_jacobian: bool = False,
     ) -> None:
         self.owner = owner
         self.names = names
@@ -103,12 +105,18 @@ class _Session:
         self.representation = representation
         self.diagnostics = diagnostics
         self.engine = engine  # the balancer's, kept across calls
+        # Nothing but execute() follows the parameter-level Jacobian (see take_others).
+        self.graph_done_after_jacobian = graph_done_after_jacobian
         self._took_buffers = False
         self._graph: GraphInfo | None = None
         self._values: Tensor | None = None
         self._jacobians: dict[str, tuple[Jacobian, list[float]]] = {}
         self.parameter_tensors: tuple[Tensor, ...] = ()  # columns of the parameter Jacobian
         self.fixed_row_names: list[str] = []  # fixed losses with their own Jacobian row
+        self.fixed_in_rows: list[int] = []  # the fixed losses in the parameter Jacobian's rows
+        # The other parameters' gradients, taken by the per-loss passes at the parameter level
+        # (see take_others): the tensors, and per tensor its (row, gradient) pairs.
+        self.collected: tuple[tuple[Tensor, ...], Collected] | None = None
 
     def values(self) -> Tensor:
         """``(T,)`` float32 detached raw values of the balanced losses (stacked once).
@@ -161,6 +169,36 @@ class _Session:
         shared = {id(tensor) for tensor in self.shared()}
         return tuple(t for t in self.graph().reached_by() if id(t) not in shared)
 
+    def take_others(self) -> tuple[Tensor, ...]:
+        """The other parameters, if the per-loss passes may take their gradients too.
+
+        The loop of per-loss backward passes reaches the task-specific parameters (the heads)
+        anyway; asking it for their gradients as well saves the backward pass that would
+        otherwise give them theirs (0.3-0.5 ms of a 13-22 ms step, 2-4 losses on the 3x512
+        benchmark trunk). That pass is also what frees the graph, so the per-loss passes must
+        free it instead (the last one does not retain it): only when nothing else will use
+        the graph (the balancer says so, and every fixed loss has a row of the Jacobian, so
+        no backward pass is left to run). Not either when something watches how ``.grad`` is
+        written: gradient hooks, post-accumulate hooks, or DDP (whose reducer runs from those
+        of the parameters it owns); those keep the ordinary backward pass.
+        """
+        if (
+            not self.graph_done_after_jacobian
+            or len(self.losses) < 2
+            or len(self.fixed_in_rows) != len(self.fixed_losses)
+            or world_size() > 1
+        ):
+            return ()
+        others = self.others()
+        for tensor in others:
+            if (
+                not tensor.is_leaf
+                or getattr(tensor, "_backward_hooks", None)
+                or getattr(tensor, "_post_accumulate_grad_hooks", None)
+            ):
+                return ()
+        return others
+
     # -- gradients --------------------------------------------------------------------------------
     def _gradients(
         self,
@@ -169,12 +207,15 @@ class _Session:
         *,
         batched: bool = True,
         factor: bool = True,
+        others: tuple[Tensor, ...] = (),
     ) -> Jacobian:
         """Per-output gradients; ``batched=False`` when each output has its own small graph
         to the inputs (a head on the representation): batching would run every head for
         every row and add up T^2 zero-padded gradients, a loop runs each head once.
         ``factor``: keep the gradients of linear layers' weights (or of a representation read
-        only by linear heads) factored where it pays."""
+        only by linear heads) factored where it pays. ``others``: tensors whose gradients
+        the per-loss passes also take, into :attr:`collected` (if the loop runs; the loop
+        then frees the graph as it ends)."""
         # On a CPU the loop of backward passes is faster than the batched one (vmap's batched
         # matmuls run below the BLAS rate of T plain ones: 40.6 vs 47.7 ms for 8 losses on the
         # 3x512 benchmark trunk, parity at 2), so the batched pass is the default elsewhere only.
@@ -184,15 +225,20 @@ class _Session:
         factored = self._factored(outputs, inputs) if factor and not attempt else {}
         targets, spans = factored_targets(inputs, factored)
         representation = any(t is self.representation for t in inputs)
+        collected: Collected = []
         with _hooks_suspended(self.representation if representation else None):
             blocks, batch_ok = gradients_at(
                 outputs,
                 targets,
-                retain_graph=True,
+                retain_graph=not others,
                 grad_scale=self.scale,
                 batched=attempt,
                 out=None if attempt else self._buffers(len(outputs), targets),
+                extra=others,
+                collected=collected if others else None,
             )
+        if others and len(collected) == len(others):
+            self.collected = (others, collected)
         if attempt and not batch_ok:
             self.engine.batched = False
         if not factored and not representation:
@@ -237,6 +283,7 @@ class _Session:
         reaching = [
             k for k in range(len(self.fixed_losses)) if graph.root_reaches(offset + k, tensors)
         ]
+        self.fixed_in_rows = reaching
         self.fixed_row_names = [self.fixed_names[k] for k in reaching] if individual else []
         if not reaching:
             return [], []
@@ -267,7 +314,9 @@ class _Session:
         else:
             tensors = self.shared() if len(self.losses) > 1 else self.diagnostic_tensors()
             fixed, coefficients = self.fixed_rows(tensors, individual=self.diagnostics)
-            result = (self._gradients(list(self.losses) + fixed, tensors), coefficients)
+            others = self.take_others()
+            jacobian = self._gradients(list(self.losses) + fixed, tensors, others=others)
+            result = (jacobian, coefficients)
             self.parameter_tensors = tuple(tensors)
         self._jacobians[level] = result
         return result
