@@ -120,3 +120,22 @@ def test_bad_arguments_are_named(kwargs: dict, error: type, match: str) -> None:
 def test_repr_shows_hyperparameters() -> None:
     assert repr(NashMTL()) == "NashMTL(max_norm=1.0)"
     assert repr(NashMTL(max_iter=5)) == "NashMTL(max_norm=1.0, max_iter=5)"
+
+
+@pytest.mark.parametrize("start", [None, (0.5, 3.0), (float("nan"), -1.0)])
+@pytest.mark.parametrize("seed", range(6))
+def test_two_losses_take_the_same_newton_steps_on_floats(
+    start: tuple[float, float] | None, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two losses on the host iterate on Python floats; the iterates, hence the weights and
+    # the iteration count, are those of the general code.
+    from multiloss.balancing import _linalg
+
+    g = random_jacobian(2, 5, seed, shared=0.4 * seed - 1.0).float()
+    gram = g @ g.T
+    warm = None if start is None else torch.tensor(start)
+    alpha, iterations = nash_weights(gram, warm)
+    monkeypatch.setattr(_linalg, "HOST_SOLVES", False)
+    general, general_iterations = nash_weights(gram, warm)
+    torch.testing.assert_close(alpha, general, rtol=1e-6, atol=0)
+    assert int(iterations) == int(general_iterations)

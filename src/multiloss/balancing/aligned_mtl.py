@@ -16,6 +16,7 @@ eigenvalue (``"min"``, default), the median (``"median"``) or the mean (``"rmse"
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import numpy as np
@@ -24,7 +25,13 @@ from torch import Tensor
 
 from multiloss._validation import check_choice
 from multiloss.balancing._arrays import from_host, namespace
-from multiloss.balancing._linalg import check_gram, on_host, solver_matrix, solver_scope
+from multiloss.balancing._linalg import (
+    check_gram,
+    on_host,
+    pair_on_host,
+    solver_matrix,
+    solver_scope,
+)
 from multiloss.balancing._plan import Level
 from multiloss.balancing.context import BalanceContext
 from multiloss.balancing.gradient import GradientBalancer
@@ -52,6 +59,8 @@ def aligned_mtl_weights(gram: Tensor, scale_mode: str = "min") -> Tensor:
         tensor([0.3333, 1.0000])
     """
     check_gram(gram, "AlignedMTL")
+    if pair_on_host(gram) is not None:  # two finite losses on the host (raw entries below)
+        return _pair_weights(gram, scale_mode)
     host = on_host(gram)  # on the CPU the small decomposition runs in NumPy (see _linalg.py)
     with solver_scope(gram.device):
         t = gram.shape[0]
@@ -85,6 +94,40 @@ def aligned_mtl_weights(gram: Tensor, scale_mode: str = "min") -> Tensor:
         # All gradients zero: every weight multiplies a zero gradient; report ones (like Sum).
         weights = xp.where(xp.any(kept), weights, xp.ones_like(weights))
         return from_host(xp.where(finite, weights, float("nan")), gram)
+
+
+def _pair_weights(gram: Tensor, scale_mode: str) -> Tensor:
+    """:func:`aligned_mtl_weights` for two losses on the host, on Python floats.
+
+    The eigenvalues of ``[[a, b], [b, d]]`` are ``m +- r`` (``m`` the mean of the diagonal,
+    ``r = sqrt(((a - d) / 2)^2 + b^2)``); the smaller is taken as ``det / largest``, which
+    keeps its relative precision when it is tiny. The eigenvector of the larger is
+    ``(cos t, sin t)`` with ``t = atan2(2 b, a - d) / 2``; ``B 1`` only needs the
+    projectors ``v v^T``, so their signs do not matter (nor the choice of vectors when the
+    eigenvalues are equal: both factors are then equal).
+    """
+    (a, b), (c, d) = gram.detach().to(torch.float64).tolist()
+    b = 0.5 * (b + c)
+    mean, radius = 0.5 * (a + d), math.hypot(0.5 * (a - d), b)
+    large = mean + radius
+    small = (a * d - b * b) / large if large > 0 else 0.0
+    angle = 0.5 * math.atan2(2 * b, a - d)
+    cos, sin = math.cos(angle), math.sin(angle)
+    cut = max(large, small) * 2 * torch.finfo(gram.dtype).eps
+    kept = [value for value in (large, small) if value > cut]
+    if not kept:  # all gradients zero: report ones (like Sum)
+        return torch.ones(2, dtype=gram.dtype)
+    if scale_mode == "rmse":
+        scale = sum(kept) / len(kept)
+    else:  # "min", and "median" (the lower middle value of at most two)
+        scale = min(kept)
+    weights = [0.0, 0.0]
+    for value, (x, y) in ((large, (cos, sin)), (small, (-sin, cos))):
+        if value > cut:
+            coefficient = math.sqrt(scale / value) * (x + y)  # factor * (v . 1)
+            weights[0] += coefficient * x
+            weights[1] += coefficient * y
+    return torch.tensor(weights, dtype=gram.dtype)
 
 
 class AlignedMTL(GradientBalancer):

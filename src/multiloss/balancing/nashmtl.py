@@ -20,6 +20,7 @@ the official solver fails and keeps its previous weights).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
@@ -32,6 +33,7 @@ from multiloss.balancing._linalg import (
     check_gram,
     not_positive_definite,
     on_host,
+    pair_on_host,
     solver_matrix,
     solver_scope,
 )
@@ -76,6 +78,8 @@ def nash_weights(
         tensor([1.0000, 1.0000])
     """
     check_gram(gram, "NashMTL")
+    if pair_on_host(gram) is not None:  # two finite losses on the host (raw entries below)
+        return _pair_weights(gram, start, max_iter, tol)
     host = on_host(gram)  # on the CPU the small solve runs in NumPy (see _linalg.py)
     with solver_scope(gram.device):
         t = gram.shape[0]
@@ -109,6 +113,40 @@ def nash_weights(
             if readable and not bool(going):
                 break
         return from_host(alpha, gram), torch.as_tensor(iterations, device=gram.device)
+
+
+def _pair_weights(
+    gram: Tensor, start: Tensor | None, max_iter: int, tol: float
+) -> tuple[Tensor, Tensor]:
+    """:func:`nash_weights` for two losses on the host: the same damped Newton iterations on
+    Python floats (the 2 x 2 Newton system by Cramer's rule)."""
+    (a, b), (c, d) = gram.detach().to(torch.float64).tolist()
+    b = 0.5 * (b + c)
+    norm = math.sqrt(a * a + 2 * b * b + d * d)
+    if norm > 0:
+        a, b, d = a / norm, b / norm, d / norm
+    a, d = a + _RIDGE, d + _RIDGE
+    if not (a > 0 and d - b * b / a > 0):  # where a Cholesky factorization fails
+        shift = 2 * torch.finfo(gram.dtype).eps
+        a, d = a + shift, d + shift
+    x, y = 1.0, 1.0
+    if start is not None and start.shape == (2,):
+        guess = start.detach().to(torch.float64).tolist()
+        x = guess[0] if math.isfinite(guess[0]) and guess[0] > 0 else 1.0
+        y = guess[1] if math.isfinite(guess[1]) and guess[1] > 0 else 1.0
+    iterations = 0
+    for _ in range(max_iter):
+        gx, gy = a * x + b * y - 1.0 / x, b * x + d * y - 1.0 / y
+        hx, hy = a + 1.0 / (x * x), d + 1.0 / (y * y)
+        det = hx * hy - b * b
+        sx, sy = (-gx * hy + gy * b) / det, (-gy * hx + gx * b) / det
+        decrement = math.sqrt(max(-(gx * sx + gy * sy), 0.0))
+        if not decrement > tol:
+            break
+        iterations += 1
+        damping = 1.0 if decrement < 0.25 else 1.0 / (1.0 + decrement)
+        x, y = x + damping * sx, y + damping * sy
+    return torch.tensor([x, y], dtype=gram.dtype), torch.tensor(iterations)
 
 
 class NashMTL(GradientBalancer):
