@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import Tensor
 
 from multiloss.balancing import FAMO
 
@@ -65,3 +66,52 @@ def test_bad_arguments() -> None:
 
 def test_repr() -> None:
     assert repr(FAMO()) == "FAMO(gamma=0.01, lr=0.025)"
+
+
+def test_the_host_arithmetic_matches_the_tensor_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    # On the CPU the per-step arithmetic runs on Python floats; accelerators run the tensor
+    # code. Same weights and the same state, step after step, accumulation and update() too.
+    generator = torch.Generator().manual_seed(0)
+    series = 1.0 + 3.0 * torch.rand(12, 3, generator=generator)
+
+    def run(host: bool) -> tuple[list[Tensor], dict[str, Tensor]]:
+        with monkeypatch.context() as patch:
+            if not host:
+                patch.setattr(FAMO, "_on_host", lambda self: False)
+            famo = FAMO(lower_bound={"c": 0.5})
+            w = torch.nn.Parameter(torch.tensor(1.0))
+            weights = []
+            for t in range(len(series)):
+                for _ in range(2 if t % 3 == 0 else 1):  # some steps accumulate two calls
+                    used = famo.backward({k: series[t, i] * w for i, k in enumerate("abc")})
+                    weights.append(torch.stack([torch.as_tensor(used[k]) for k in "abc"]))
+                famo.after_optimizer_step()
+                if t == 6:
+                    famo.update({k: series[t, i] * 0.9 for i, k in enumerate("abc")})
+            state = famo.state_dict()
+            return weights, {k: v.clone() for k, v in state.items() if isinstance(v, Tensor)}
+
+    host_weights, host_state = run(host=True)
+    tensor_weights, tensor_state = run(host=False)
+    torch.testing.assert_close(host_weights, tensor_weights, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(host_state, tensor_state, rtol=1e-6, atol=1e-7)
+
+
+def test_a_loss_below_its_bound_is_named_on_both_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    w = torch.nn.Parameter(torch.tensor(1.0))
+    for host in (True, False):
+        famo = FAMO(lower_bound={"b": 1.0})
+        if not host:
+            monkeypatch.setattr(FAMO, "_on_host", lambda self: False)
+        with pytest.raises(ValueError, match=r"'b' = 0\.5 \(bound 1\)"):
+            famo.backward({"a": 3.0 * w, "b": 0.5 * w})
+
+
+def test_unchanged_losses_leave_the_logits_alone() -> None:
+    # No decrease, no step: computed in float64 without rounding to float32 first, the
+    # distances differed by 1e-8 from the stored ones and Adam turned that into a full step.
+    famo = FAMO(lower_bound={"c": 0.5})
+    w = torch.nn.Parameter(torch.tensor(1.0))
+    for _ in range(4):
+        famo.backward({"a": 2.0 * w, "b": 3.0 * w, "c": 1.5 * w})
+    assert famo.logits.tolist() == [0.0, 0.0, 0.0]

@@ -434,30 +434,34 @@ class Balancer(nn.Module):
                     f"expected ({ctx.num_losses},), one per balanced loss"
                 )
         distinct = [v for k, v in enumerate(vectors) if all(v is not u for u in vectors[:k])]
-        both = distinct[0] if len(distinct) == 1 else torch.cat(distinct)
-        bad = ~torch.isfinite(both.detach()).all()
-        self._checks.add(
-            "nonfinite",
-            bad,
-            lambda: (
+
+        def message() -> str:
+            return (
                 f"{type(self).__name__} produced non-finite weights at step {ctx.step} for "
                 f"losses {list(ctx.names)}: {plan.weights_to_report().tolist()}; loss values "
                 f"{ctx.values.tolist()}; its state: {self.describe_state()}"
-            ),
-            RuntimeError,
-        )
+            )
+
+        if all(v.device.type == "cpu" for v in distinct) and not torch.compiler.is_compiling():
+            # A handful of numbers read for free: cheaper than the tensor operations.
+            if not all(math.isfinite(x) for v in distinct for x in v.detach().tolist()):
+                raise RuntimeError(message())
+            return plan
+        both = distinct[0] if len(distinct) == 1 else torch.cat(distinct)
+        bad = ~torch.isfinite(both.detach()).all()
+        self._checks.add("nonfinite", bad, message, RuntimeError)
         return plan
 
     def require_at_least(self, ctx: BalanceContext, bounds: Tensor | float, why: str) -> None:
         """Stop (now on CPU, at the next check elsewhere) if a balanced loss is below ``bounds``."""
-        below = ctx.values < bounds
+        values = ctx.values
 
-        def message() -> str:
+        def message(below: list[bool]) -> str:
             limits = bounds.tolist() if isinstance(bounds, Tensor) else [bounds] * len(ctx.names)
             bad = [
                 f"{name!r} = {value:.6g} (bound {limit:.6g})"
                 for name, value, limit, low in zip(
-                    ctx.names, ctx.values.tolist(), limits, below.tolist(), strict=True
+                    ctx.names, values.tolist(), limits, below, strict=True
                 )
                 if low
             ]
@@ -467,7 +471,18 @@ class Balancer(nn.Module):
                 "a value the loss can never go below, or leave the loss out of `balance=`"
             )
 
-        self._checks.add("below_bound", below.any(), message)
+        if values.device.type == "cpu" and not torch.compiler.is_compiling():
+            # A few float comparisons: as tensor operations they cost more than the numbers.
+            if isinstance(bounds, Tensor):
+                limits = bounds.tolist()
+            else:
+                limits = [float(bounds)] * len(ctx.names)
+            below = [value < limit for value, limit in zip(values.tolist(), limits, strict=True)]
+            if any(below):
+                raise ValueError(message(below))
+            return
+        flags = values < bounds
+        self._checks.add("below_bound", flags.any(), lambda: message(flags.tolist()))
 
     def describe_state(self) -> str:
         """Parameters, buffers and names, as text for error messages (reads the device)."""

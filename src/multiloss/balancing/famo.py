@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -16,6 +18,25 @@ from multiloss.balancing.weighting import LossWeighting
 __all__ = ["FAMO"]
 
 _EPS = 1e-8  # the official code's offset inside the logarithm
+
+
+def _write(array: np.ndarray, values: list[float]) -> None:
+    """``array[:] = values`` element by element: for a handful of numbers, cheaper than
+    NumPy's conversion of the list into an array."""
+    for index, value in enumerate(values):
+        array[index] = value
+
+
+def _float32(values: list[float]) -> list[float]:
+    """``values`` rounded to float32 (each once, as a float32 tensor operation rounds)."""
+    return array("f", values).tolist()
+
+
+def _softmax(logits: list[float]) -> list[float]:
+    top = max(logits)
+    exps = [math.exp(x - top) for x in logits]
+    total = sum(exps)
+    return [e / total for e in exps]
 
 
 class FAMO(LossWeighting):
@@ -109,9 +130,19 @@ class FAMO(LossWeighting):
         self.register_buffer("bounds", torch.tensor(bounds, device=device), persistent=False)
 
     # -- the logits' update ----------------------------------------------------------------------
+    def _on_host(self) -> bool:
+        """Whether the state lives on the CPU: then the per-step arithmetic (a few dozen
+        operations on ``T`` numbers) runs on Python floats, written into the buffers through
+        NumPy views. As tensor operations it took 0.45 ms of a 9 ms step (T = 2, 2 cores),
+        several times its cost measured alone, and kept FAMO above 1.05x of Sum."""
+        return self.logits.device.type == "cpu" and self.logits.dtype == torch.float32
+
     @torch.no_grad()
     def _update_logits(self, after: Tensor) -> None:
         """One Adam step of the logits from the decrease ``log previous - log after``."""
+        if self._on_host():
+            self._update_logits_host(after.tolist())
+            return
         delta = torch.log(self.previous) - torch.log(after)
         z = torch.softmax(self.logits, dim=0)
         grad = z * delta - z * (z @ delta)  # J_softmax^T delta (J is symmetric)
@@ -125,11 +156,47 @@ class FAMO(LossWeighting):
         denom = self.exp_avg_sq.sqrt() / math.sqrt(correction2) + eps
         self.logits.addcdiv_(self.exp_avg, denom, value=-self.lr / correction1)
 
+    def _update_logits_host(self, after: list[float]) -> None:
+        """:meth:`_update_logits` on Python floats (the same steps, in float64, stored in the
+        float32 buffers)."""
+        logits, exp_avg, exp_avg_sq = (
+            self.logits.numpy(),
+            self.exp_avg.numpy(),
+            self.exp_avg_sq.numpy(),
+        )
+        xi = logits.tolist()
+        previous = self.previous.tolist()
+        delta = [math.log(p) - math.log(a) for p, a in zip(previous, after, strict=True)]
+        z = _softmax(xi)
+        mean = sum(zi * di for zi, di in zip(z, delta, strict=True))
+        grad = [zi * (di - mean) + self.gamma * x for zi, di, x in zip(z, delta, xi, strict=True)]
+        self._adam_steps += 1
+        beta1, beta2, eps = 0.9, 0.999, 1e-8
+        first = [beta1 * m + (1.0 - beta1) * g for m, g in zip(exp_avg.tolist(), grad, strict=True)]
+        second = [
+            beta2 * v + (1.0 - beta2) * g * g
+            for v, g in zip(exp_avg_sq.tolist(), grad, strict=True)
+        ]
+        correction1 = 1.0 - beta1**self._adam_steps
+        root2 = math.sqrt(1.0 - beta2**self._adam_steps)
+        step = self.lr / correction1
+        _write(
+            logits,
+            [
+                x - step * m / (math.sqrt(v) / root2 + eps)
+                for x, m, v in zip(xi, first, second, strict=True)
+            ],
+        )
+        _write(exp_avg, first)
+        _write(exp_avg_sq, second)
+
     def _distances(self, values: Tensor) -> Tensor:
         return values - self.bounds + _EPS
 
     def factors(self, ctx: BalanceContext) -> Tensor:
         self.require_at_least(ctx, self.bounds, "FAMO takes the logarithm of L - lower_bound")
+        if self._on_host() and ctx.values.device.type == "cpu":
+            return self._factors_host(ctx.values.tolist())
         distances = self._distances(ctx.values).clamp_min(_EPS)
         if self._stepped and self._have_previous:
             self._update_logits(distances)
@@ -141,9 +208,37 @@ class FAMO(LossWeighting):
         scaled = z / distances
         return scaled / scaled.sum()
 
+    def _factors_host(self, values: list[float]) -> Tensor:
+        """:meth:`factors` on Python floats (see :meth:`_on_host`)."""
+        # In float32, as the tensor code: a loss that did not change must give a decrease of
+        # exactly 0 (Adam would turn a rounding difference of 1e-9 into a full step).
+        bounds = self.bounds.tolist()
+        eps = _float32([_EPS])[0]
+        gaps = _float32([v - b for v, b in zip(values, bounds, strict=True)])
+        distances = [max(gap, eps) for gap in _float32([gap + eps for gap in gaps])]
+        if self._stepped and self._have_previous:
+            self._update_logits_host(distances)
+        self._stepped = False
+        total = self.total.numpy()
+        _write(total, [t + d for t, d in zip(total.tolist(), distances, strict=True)])
+        calls = self.calls.numpy()
+        calls[()] = float(calls) + 1.0
+        scaled = [zi / d for zi, d in zip(_softmax(self.logits.tolist()), distances, strict=True)]
+        norm = sum(scaled)
+        return torch.tensor([value / norm for value in scaled], dtype=torch.float32)
+
     @torch.no_grad()
     def on_optimizer_step(self) -> None:
         if self._names is None:
+            return
+        if self._on_host():
+            total, calls = self.total.numpy(), self.calls.numpy()
+            count = max(float(calls), 1.0)
+            _write(self.previous.numpy(), [value / count for value in total.tolist()])
+            _write(total, [0.0] * len(total))
+            calls[()] = 0.0
+            self._have_previous = True
+            self._stepped = True
             return
         self.previous.copy_(self.total / self.calls.clamp_min(1.0))
         self.total.zero_()
