@@ -7,12 +7,41 @@ like with like.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import statistics
 import time
 from collections.abc import Callable
 
-__all__ = ["interleave", "per_call"]
+__all__ = ["KEEP_HEAP_HELP", "interleave", "keep_heap", "per_call"]
+
+KEEP_HEAP_HELP = (
+    "keep freed memory in the process (glibc mallopt): no page faults from the allocator "
+    "handing memory back to the OS and faulting it in again every step"
+)
+
+
+def keep_heap() -> bool:
+    """Ask glibc's malloc to keep freed memory instead of returning it to the OS.
+
+    On the CPU, torch allocates each step's activations and gradients afresh; glibc hands large
+    freed blocks back to the OS (``munmap``, heap trimming) and the next step faults them in
+    again, page by page. On this machine that was 200 to 1,600 page faults per step of the
+    balancing benchmark, varying from one variant to the next with the heap's layout, and it
+    moved single variants' medians by up to 1.5x. With both thresholds raised nothing is given
+    back after the first steps. This is the setting a user can reproduce with the environment
+    variables ``MALLOC_TRIM_THRESHOLD_`` and ``MALLOC_MMAP_THRESHOLD_`` (or jemalloc), so it is
+    an option of the benchmarks, off by default. Returns whether it took effect (glibc only).
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
+    largest_mmap_threshold = 32 * 1024 * 1024  # glibc's ceiling on 64-bit systems
+    return bool(libc.mallopt(m_trim_threshold, 1 << 30)) and bool(
+        libc.mallopt(m_mmap_threshold, largest_mmap_threshold)
+    )
 
 
 def per_call(fn: Callable[[], object], *, number: int) -> float:

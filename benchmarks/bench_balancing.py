@@ -41,9 +41,9 @@ from torch import nn
 from multiloss import balancing as mb
 
 try:  # run as a module of the benchmarks package, or as a script
-    from benchmarks._timing import interleave
+    from benchmarks._timing import KEEP_HEAP_HELP, interleave, keep_heap
 except ImportError:  # pragma: no cover
-    from _timing import interleave  # type: ignore[no-redef]
+    from _timing import KEEP_HEAP_HELP, interleave, keep_heap  # type: ignore[no-redef]
 
 Step = Callable[[], None]
 METHODS = ["UPGrad", "MGDA", "PCGrad", "CAGrad", "IMTL", "NashMTL", "AlignedMTL"]
@@ -321,6 +321,7 @@ def breakdown(tasks: int = 8, rounds: int = 15) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--keep-heap", action="store_true", help=KEEP_HEAP_HELP)
     parser.add_argument("--memory", action="store_true", help="peak memory, one process each")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--breakdown", action="store_true", help="time the parts of a step")
@@ -330,6 +331,8 @@ def main() -> None:
         "--dense", action="store_true", help="also ours with every Jacobian row formed"
     )
     args = parser.parse_args()
+    if args.keep_heap and not keep_heap():
+        print("--keep-heap: not glibc, ignored")
     if args.breakdown:
         torch.set_num_threads(args.threads)
         rows = breakdown()

@@ -40,9 +40,14 @@ from multiloss.balancing import (  # noqa: E402
 from multiloss.schedules import Cosine  # noqa: E402
 
 try:  # run as a module of the benchmarks package, or as a script
-    from benchmarks._timing import interleave, per_call
+    from benchmarks._timing import KEEP_HEAP_HELP, interleave, keep_heap, per_call
 except ImportError:  # pragma: no cover
-    from _timing import interleave, per_call  # type: ignore[no-redef,import-not-found]
+    from _timing import (  # type: ignore[no-redef,import-not-found]
+        KEEP_HEAP_HELP,
+        interleave,
+        keep_heap,
+        per_call,
+    )
 
 WIDTH, DEPTH, BATCH = 512, 3, 256
 
@@ -132,10 +137,13 @@ def run(quick: bool = False) -> list[dict[str, object]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--keep-heap", action="store_true", help=KEEP_HEAP_HELP)
     parser.add_argument(
         "--threads", type=int, default=2, help="intra-op threads (1 on an oversubscribed machine)"
     )
     args = parser.parse_args()
+    if args.keep_heap and not keep_heap():
+        print("--keep-heap: not glibc, ignored")
     torch.set_num_threads(args.threads)
     rows = run(quick=args.quick)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")

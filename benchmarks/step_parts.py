@@ -27,8 +27,10 @@ import multiloss.balancing.context as context_module
 from multiloss import balancing
 
 try:  # run as a module of the benchmarks package, or as a script
+    from benchmarks._timing import KEEP_HEAP_HELP, keep_heap
     from benchmarks.bench_balancing import Problem, variants
 except ImportError:  # pragma: no cover
+    from _timing import KEEP_HEAP_HELP, keep_heap  # type: ignore[no-redef]
     from bench_balancing import Problem, variants  # type: ignore[no-redef]
 
 _spent: defaultdict[str, float] = defaultdict(float)
@@ -71,7 +73,10 @@ def main() -> None:
     parser.add_argument("--rep", action="store_true", help="the representation level")
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--keep-heap", action="store_true", help=KEEP_HEAP_HELP)
     args = parser.parse_args()
+    if args.keep_heap and not keep_heap():
+        print("--keep-heap: not glibc, ignored")
     torch.set_num_threads(args.threads)
     problem = Problem(args.tasks)
     ours = f"ours{'-rep' if args.rep else ''}/{args.method}"
