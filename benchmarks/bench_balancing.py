@@ -18,7 +18,8 @@ step. Variants, timed in turn (round-robin, order rotated every round) in one pr
 Times are medians over rounds; peak memory (``--memory``) is measured per variant in a fresh
 process as the growth of the peak resident set over the set-up (model, data, imports) during
 three steps; the ``sum`` row is the reference (CPU; the CUDA allocator's
-peak when on a GPU). ``python benchmarks/bench_balancing.py [--quick] [--memory]``.
+peak when on a GPU). ``python benchmarks/bench_balancing.py [--quick] [--memory] [--keep-heap]``
+(``--keep-heap``: glibc keeps freed memory, see ``_timing.keep_heap``).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ after round, in one process; we report medians and the ratio to the baseline. Ta
 choices: on the last shared layer (the paper's; it needs T per-task gradients of a 512 x 512
 weight matrix, so it cannot be free) and on the shared representation.
 
-    PYTHONPATH=src python benchmarks/bench_weighting.py [--quick]
+    PYTHONPATH=src python benchmarks/bench_weighting.py [--quick] [--keep-heap]
 """
 
 from __future__ import annotations

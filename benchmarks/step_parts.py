@@ -6,7 +6,7 @@ understates the fixed costs. This wraps the balancer's internal stages with time
 whole steps of ``sum``, ``loop`` and the chosen method interleaved, printing the median time of
 each stage per step (a stage's time includes the stages it calls).
 
-    PYTHONPATH=src:. python benchmarks/step_parts.py --tasks 2 --method UPGrad [--rep]
+    PYTHONPATH=src:. python benchmarks/step_parts.py --tasks 2 --method UPGrad [--rep] [--keep-heap]
 """
 
 from __future__ import annotations
