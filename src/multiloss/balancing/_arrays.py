@@ -16,7 +16,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Array", "arange", "copy", "eye", "from_host", "namespace", "solve", "to_host"]
+__all__ = [
+    "Array",
+    "arange",
+    "copy",
+    "eye",
+    "from_host",
+    "namespace",
+    "solve",
+    "to_host",
+    "write_floats",
+]
 
 #: A tensor, or a float64 NumPy array on the host.
 Array: TypeAlias = Any
@@ -68,3 +78,20 @@ def solve(matrix: Array, rhs: Array) -> Array:
             return np.linalg.pinv(matrix) @ rhs
     solution, _ = torch.linalg.solve_ex(matrix, rhs)
     return solution
+
+
+def write_floats(array: np.ndarray, values: list[float]) -> None:
+    """``array[:] = values`` element by element (a NumPy view of a small CPU buffer, say).
+
+    For a handful of numbers this is cheaper than NumPy's conversion of the list into an
+    array, which matters inside a training step (see ``famo.py``).
+
+    Example:
+        >>> import numpy as np
+        >>> state = np.zeros(2, dtype=np.float32)
+        >>> write_floats(state, [0.5, 2.0])
+        >>> state.tolist()
+        [0.5, 2.0]
+    """
+    for index, value in enumerate(values):
+        array[index] = value

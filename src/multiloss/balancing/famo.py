@@ -7,24 +7,17 @@ from array import array
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from multiloss._validation import check_finite_float, check_loss_tensor
+from multiloss.balancing._arrays import write_floats
 from multiloss.balancing.context import BalanceContext
 from multiloss.balancing.weighting import LossWeighting
 
 __all__ = ["FAMO"]
 
 _EPS = 1e-8  # the official code's offset inside the logarithm
-
-
-def _write(array: np.ndarray, values: list[float]) -> None:
-    """``array[:] = values`` element by element: for a handful of numbers, cheaper than
-    NumPy's conversion of the list into an array."""
-    for index, value in enumerate(values):
-        array[index] = value
 
 
 def _float32(values: list[float]) -> list[float]:
@@ -180,15 +173,15 @@ class FAMO(LossWeighting):
         correction1 = 1.0 - beta1**self._adam_steps
         root2 = math.sqrt(1.0 - beta2**self._adam_steps)
         step = self.lr / correction1
-        _write(
+        write_floats(
             logits,
             [
                 x - step * m / (math.sqrt(v) / root2 + eps)
                 for x, m, v in zip(xi, first, second, strict=True)
             ],
         )
-        _write(exp_avg, first)
-        _write(exp_avg_sq, second)
+        write_floats(exp_avg, first)
+        write_floats(exp_avg_sq, second)
 
     def _distances(self, values: Tensor) -> Tensor:
         return values - self.bounds + _EPS
@@ -220,7 +213,7 @@ class FAMO(LossWeighting):
             self._update_logits_host(distances)
         self._stepped = False
         total = self.total.numpy()
-        _write(total, [t + d for t, d in zip(total.tolist(), distances, strict=True)])
+        write_floats(total, [t + d for t, d in zip(total.tolist(), distances, strict=True)])
         calls = self.calls.numpy()
         calls[()] = float(calls) + 1.0
         scaled = [zi / d for zi, d in zip(_softmax(self.logits.tolist()), distances, strict=True)]
@@ -234,8 +227,8 @@ class FAMO(LossWeighting):
         if self._on_host():
             total, calls = self.total.numpy(), self.calls.numpy()
             count = max(float(calls), 1.0)
-            _write(self.previous.numpy(), [value / count for value in total.tolist()])
-            _write(total, [0.0] * len(total))
+            write_floats(self.previous.numpy(), [value / count for value in total.tolist()])
+            write_floats(total, [0.0] * len(total))
             calls[()] = 0.0
             self._have_previous = True
             self._stepped = True
