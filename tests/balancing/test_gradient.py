@@ -266,3 +266,28 @@ def test_a_hooked_head_or_a_method_that_may_need_the_graph_keeps_the_heads_pass(
     hooked.heads[1].bias.register_hook(lambda g: 2 * g)
     Fixed().apply(hooked.losses(), step=0)
     assert len(passes) == 3
+
+
+def test_heads_gradients_from_the_per_loss_passes_are_laid_out_like_the_heads() -> None:
+    # Heads whose weight's gradient comes back transposed from autograd (an elementwise
+    # product before the transpose): .grad gets the parameter's strides, as autograd's own
+    # accumulation would give it.
+    torch.manual_seed(0)
+    trunk = torch.nn.Linear(6, 8)
+    weights = [torch.nn.Parameter(torch.randn(3, 8)) for _ in range(2)]
+    z = trunk(torch.randn(3, 6)).t()  # (8, 3)
+    losses = {f"task{i}": ((2.0 * w).t() * z).pow(2).mean() for i, w in enumerate(weights)}
+
+    class Half(GradientBalancer):
+        def weigh(self, gramian: Tensor, ctx: BalanceContext) -> Tensor:
+            return torch.full((gramian.shape[0],), 0.5)
+
+    expected = [
+        torch.autograd.grad(losses[f"task{i}"], w, retain_graph=True)[0]
+        for i, w in enumerate(weights)
+    ]
+    Half().apply(losses, step=0)
+    for w, reference in zip(weights, expected, strict=True):
+        assert w.grad is not None
+        assert w.grad.stride() == w.stride()
+        torch.testing.assert_close(w.grad, reference)

@@ -70,17 +70,36 @@ def _add_collected(session: _Session, plan: Plan, fixed_coefficients: Sequence[f
             vector_on(fixed_coefficients, plan.loss_weights.device),
         ]
     )
+    # On the CPU (where the loop runs) the weights are read for free: a weight of exactly 1
+    # (Sum's, or a fixed weight of 1) then needs no product.
+    host = weights.tolist() if weights.device.type == "cpu" else None
     for tensor, pairs in zip(tensors, collected, strict=True):
         value: Tensor | None = None
         for row, grad in pairs:
-            part = grad * weights[row].to(grad.dtype)
+            if host is not None and host[row] == 1.0:
+                part = grad
+            else:
+                part = grad * weights[row].to(grad.dtype)
             value = part if value is None else value + part
         if value is None:
             continue
         if tensor.grad is None:
-            tensor.grad = value
+            tensor.grad = _in_layout_of(tensor, value)
         else:
             tensor.grad.add_(value)
+
+
+def _in_layout_of(tensor: Tensor, grad: Tensor) -> Tensor:
+    """``grad`` with ``tensor``'s strides, as autograd's accumulation would store it (optimizers
+    and fused kernels may expect ``.grad`` laid out like the parameter)."""
+    if grad.layout != torch.strided or tensor.layout != torch.strided:
+        return grad
+    if grad.stride() == tensor.stride():
+        return grad
+    laid_out = torch.empty_strided(
+        tensor.size(), tensor.stride(), dtype=grad.dtype, device=grad.device
+    )
+    return laid_out.copy_(grad)
 
 
 @torch.no_grad()
