@@ -33,7 +33,9 @@ __all__ = [
     "normalize_gram",
     "not_positive_definite",
     "on_host",
+    "pair_entries",
     "pair_on_host",
+    "repair_pair",
     "single_thread",
     "solver_scope",
     "solver_dtype",
@@ -111,13 +113,10 @@ def normalize_gram(gram: Tensor, *, host: bool = False) -> tuple[Array, Array]:
     return work + shift * eye(t, like=work), trace
 
 
-def pair_on_host(gram: Tensor) -> tuple[float, float, float] | None:
-    """For two losses on the CPU, :func:`normalize_gram`'s matrix as three Python floats.
-
-    Returns ``(a, b, d)``, the entries of ``[[a, b], [b, d]]`` (trace 1 unless all zero,
-    symmetrized, its diagonal shifted by ``2 eps`` only if it is not positive definite, as
-    there; a zero matrix stays zero), or ``None``
-    where the general solvers run (more losses, not on the host, or a non-finite entry).
+def pair_entries(gram: Tensor) -> tuple[float, float, float, float] | None:
+    """For two losses on the CPU, the Gram matrix's entries ``(g00, g01, g10, g11)`` as Python
+    floats; ``None`` where the general solvers run (more losses, not on the host, or a
+    non-finite entry, which the general route turns into non-finite weights, then reported).
 
     Two losses are the commonest case, and each method has a closed form for them. On Python
     floats it costs a few microseconds; NumPy's general route takes 0.4 to 0.8 ms inside a
@@ -126,22 +125,48 @@ def pair_on_host(gram: Tensor) -> tuple[float, float, float] | None:
 
     Example:
         >>> import torch
-        >>> pair_on_host(torch.tensor([[3.0, -1.0], [-1.0, 1.0]]))
-        (0.75, -0.25, 0.25)
+        >>> pair_entries(torch.tensor([[3.0, -1.0], [-1.0, 1.0]]))
+        (3.0, -1.0, -1.0, 1.0)
     """
     if not (on_host(gram) and gram.shape == (2, 2)):
         return None
-    (a, b), (c, d) = gram.detach().to(torch.float64).tolist()
-    if not all(math.isfinite(value) for value in (a, b, c, d)):
-        return None  # the general route turns it into non-finite weights, which are reported
+    (g00, g01), (g10, g11) = gram.detach().to(torch.float64).tolist()
+    if not all(math.isfinite(value) for value in (g00, g01, g10, g11)):
+        return None
+    return g00, g01, g10, g11
+
+
+def repair_pair(a: float, b: float, d: float, dtype: torch.dtype) -> tuple[float, float]:
+    """The diagonal of ``[[a, b], [b, d]]``, shifted by ``2 eps`` of ``dtype`` only where a
+    Cholesky factorization fails: :func:`normalize_gram`'s repair, on floats."""
+    if a > 0 and d - b * b / a > 0:
+        return a, d
+    shift = 2 * torch.finfo(dtype).eps
+    return a + shift, d + shift
+
+
+def pair_on_host(gram: Tensor) -> tuple[float, float, float] | None:
+    """For two losses on the CPU, :func:`normalize_gram`'s matrix as three Python floats.
+
+    Returns ``(a, b, d)``, the entries of ``[[a, b], [b, d]]`` (trace 1 unless all zero,
+    symmetrized, its diagonal shifted by ``2 eps`` only if it is not positive definite, as
+    there; a zero matrix stays zero), or ``None`` where :func:`pair_entries` is.
+
+    Example:
+        >>> import torch
+        >>> pair_on_host(torch.tensor([[3.0, -1.0], [-1.0, 1.0]]))
+        (0.75, -0.25, 0.25)
+    """
+    entries = pair_entries(gram)
+    if entries is None:
+        return None
+    a, b, c, d = entries
     b = 0.5 * (b + c)
     trace = a + d
     if trace <= 0:
         return a, b, d  # all zero (a Gram matrix has no negative diagonal): left as it is
     a, b, d = a / trace, b / trace, d / trace
-    if not (a > 0 and d - b * b / a > 0):  # where a Cholesky factorization fails
-        shift = 2 * torch.finfo(gram.dtype).eps
-        a, d = a + shift, d + shift
+    a, d = repair_pair(a, b, d, gram.dtype)
     return a, b, d
 
 

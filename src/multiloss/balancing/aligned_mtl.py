@@ -28,7 +28,7 @@ from multiloss.balancing._arrays import from_host, namespace
 from multiloss.balancing._linalg import (
     check_gram,
     on_host,
-    pair_on_host,
+    pair_entries,
     solver_matrix,
     solver_scope,
 )
@@ -59,8 +59,9 @@ def aligned_mtl_weights(gram: Tensor, scale_mode: str = "min") -> Tensor:
         tensor([0.3333, 1.0000])
     """
     check_gram(gram, "AlignedMTL")
-    if pair_on_host(gram) is not None:  # two finite losses on the host (raw entries below)
-        return _pair_weights(gram, scale_mode)
+    entries = pair_entries(gram)
+    if entries is not None:
+        return _pair_weights(entries, scale_mode, gram.dtype)
     host = on_host(gram)  # on the CPU the small decomposition runs in NumPy (see _linalg.py)
     with solver_scope(gram.device):
         t = gram.shape[0]
@@ -96,8 +97,11 @@ def aligned_mtl_weights(gram: Tensor, scale_mode: str = "min") -> Tensor:
         return from_host(xp.where(finite, weights, float("nan")), gram)
 
 
-def _pair_weights(gram: Tensor, scale_mode: str) -> Tensor:
-    """:func:`aligned_mtl_weights` for two losses on the host, on Python floats.
+def _pair_weights(
+    entries: tuple[float, float, float, float], scale_mode: str, dtype: torch.dtype
+) -> Tensor:
+    """:func:`aligned_mtl_weights` for two losses on the host, on Python floats (``entries``:
+    see :func:`pair_entries`; ``dtype``: the Gram matrix's, for the rank cut and the result).
 
     The eigenvalues of ``[[a, b], [b, d]]`` are ``m +- r`` (``m`` the mean of the diagonal,
     ``r = sqrt(((a - d) / 2)^2 + b^2)``); the smaller is taken as ``det / largest``, which
@@ -106,17 +110,17 @@ def _pair_weights(gram: Tensor, scale_mode: str) -> Tensor:
     projectors ``v v^T``, so their signs do not matter (nor the choice of vectors when the
     eigenvalues are equal: both factors are then equal).
     """
-    (a, b), (c, d) = gram.detach().to(torch.float64).tolist()
+    a, b, c, d = entries
     b = 0.5 * (b + c)
     mean, radius = 0.5 * (a + d), math.hypot(0.5 * (a - d), b)
     large = mean + radius
     small = (a * d - b * b) / large if large > 0 else 0.0
     angle = 0.5 * math.atan2(2 * b, a - d)
     cos, sin = math.cos(angle), math.sin(angle)
-    cut = max(large, small) * 2 * torch.finfo(gram.dtype).eps
+    cut = max(large, small) * 2 * torch.finfo(dtype).eps
     kept = [value for value in (large, small) if value > cut]
     if not kept:  # all gradients zero: report ones (like Sum)
-        return torch.ones(2, dtype=gram.dtype)
+        return torch.ones(2, dtype=dtype)
     if scale_mode == "rmse":
         scale = sum(kept) / len(kept)
     else:  # "min", and "median" (the lower middle value of at most two)
@@ -127,7 +131,7 @@ def _pair_weights(gram: Tensor, scale_mode: str) -> Tensor:
             coefficient = math.sqrt(scale / value) * (x + y)  # factor * (v . 1)
             weights[0] += coefficient * x
             weights[1] += coefficient * y
-    return torch.tensor(weights, dtype=gram.dtype)
+    return torch.tensor(weights, dtype=dtype)
 
 
 class AlignedMTL(GradientBalancer):

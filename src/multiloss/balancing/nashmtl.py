@@ -33,7 +33,8 @@ from multiloss.balancing._linalg import (
     check_gram,
     not_positive_definite,
     on_host,
-    pair_on_host,
+    pair_entries,
+    repair_pair,
     solver_matrix,
     solver_scope,
 )
@@ -78,8 +79,9 @@ def nash_weights(
         tensor([1.0000, 1.0000])
     """
     check_gram(gram, "NashMTL")
-    if pair_on_host(gram) is not None:  # two finite losses on the host (raw entries below)
-        return _pair_weights(gram, start, max_iter, tol)
+    entries = pair_entries(gram)
+    if entries is not None:
+        return _pair_weights(entries, gram.dtype, start, max_iter, tol)
     host = on_host(gram)  # on the CPU the small solve runs in NumPy (see _linalg.py)
     with solver_scope(gram.device):
         t = gram.shape[0]
@@ -116,19 +118,21 @@ def nash_weights(
 
 
 def _pair_weights(
-    gram: Tensor, start: Tensor | None, max_iter: int, tol: float
+    entries: tuple[float, float, float, float],
+    dtype: torch.dtype,
+    start: Tensor | None,
+    max_iter: int,
+    tol: float,
 ) -> tuple[Tensor, Tensor]:
-    """:func:`nash_weights` for two losses on the host: the same damped Newton iterations on
-    Python floats (the 2 x 2 Newton system by Cramer's rule)."""
-    (a, b), (c, d) = gram.detach().to(torch.float64).tolist()
+    """:func:`nash_weights` for two losses on the host (``entries``: see :func:`pair_entries`;
+    ``dtype``: the Gram matrix's): the same damped Newton iterations on Python floats (the
+    2 x 2 Newton system by Cramer's rule)."""
+    a, b, c, d = entries
     b = 0.5 * (b + c)
     norm = math.sqrt(a * a + 2 * b * b + d * d)
     if norm > 0:
         a, b, d = a / norm, b / norm, d / norm
-    a, d = a + _RIDGE, d + _RIDGE
-    if not (a > 0 and d - b * b / a > 0):  # where a Cholesky factorization fails
-        shift = 2 * torch.finfo(gram.dtype).eps
-        a, d = a + shift, d + shift
+    a, d = repair_pair(a + _RIDGE, b, d + _RIDGE, dtype)
     x, y = 1.0, 1.0
     if start is not None and start.shape == (2,):
         guess = start.detach().to(torch.float64).tolist()
@@ -146,7 +150,7 @@ def _pair_weights(
         iterations += 1
         damping = 1.0 if decrement < 0.25 else 1.0 / (1.0 + decrement)
         x, y = x + damping * sx, y + damping * sy
-    return torch.tensor([x, y], dtype=gram.dtype), torch.tensor(iterations)
+    return torch.tensor([x, y], dtype=dtype), torch.tensor(iterations)
 
 
 class NashMTL(GradientBalancer):

@@ -23,7 +23,7 @@ from multiloss.balancing._arrays import arange, eye, from_host, namespace
 from multiloss.balancing._linalg import (
     check_gram,
     on_host,
-    pair_on_host,
+    pair_entries,
     solver_matrix,
     solver_scope,
 )
@@ -60,8 +60,9 @@ def pcgrad_weights(gram: Tensor, orders: Tensor | None = None) -> Tensor:
         tensor([0.5000, 1.5000])
     """
     check_gram(gram, "PCGrad")
-    if pair_on_host(gram) is not None:  # two finite losses on the host (raw entries below)
-        return _pair_weights(gram)
+    entries = pair_entries(gram)
+    if entries is not None:
+        return _pair_weights(entries, gram)
     host = on_host(gram)  # on the CPU the small loop runs in NumPy (see _linalg.py)
     with solver_scope(gram.device):
         t = gram.shape[0]
@@ -82,18 +83,19 @@ def pcgrad_weights(gram: Tensor, orders: Tensor | None = None) -> Tensor:
         return from_host(xp.sum(coef, axis=0), gram)
 
 
-def _pair_weights(gram: Tensor) -> Tensor:
-    """:func:`pcgrad_weights` for two losses on the host, on Python floats.
+def _pair_weights(entries: tuple[float, float, float, float], like: Tensor) -> Tensor:
+    """:func:`pcgrad_weights` for two losses on the host, on Python floats (``entries``: see
+    :func:`pair_entries`).
 
     With two losses there is one order: ``g_0`` drops its component along ``g_1`` if they
     conflict, and ``g_1`` its component along ``g_0``. Each uses its own row of ``gram`` (as
     the general route does), so the result is the same to rounding, and no random order is
     drawn.
     """
-    (g00, g01), (g10, g11) = gram.detach().to(torch.float64).tolist()
+    g00, g01, g10, g11 = entries
     w0 = 1.0 - min(g10, 0.0) / (g00 if g00 > 0 else 1.0)
     w1 = 1.0 - min(g01, 0.0) / (g11 if g11 > 0 else 1.0)
-    return torch.tensor([w0, w1], dtype=gram.dtype)
+    return torch.tensor([w0, w1], dtype=like.dtype)
 
 
 class PCGrad(GradientBalancer):
