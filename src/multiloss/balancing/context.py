@@ -109,6 +109,7 @@ class _Session:
         self.graph_done_after_jacobian = graph_done_after_jacobian
         self._took_buffers = False
         self._graph: GraphInfo | None = None
+        self._others: tuple[Tensor, ...] | None = None
         self._values: Tensor | None = None
         self._jacobians: dict[str, tuple[Jacobian, list[float]]] = {}
         self.parameter_tensors: tuple[Tensor, ...] = ()  # columns of the parameter Jacobian
@@ -165,9 +166,12 @@ class _Session:
         return graph.shared or graph.reached_by()
 
     def others(self) -> tuple[Tensor, ...]:
-        """Every leaf reached by a loss that is not a shared parameter."""
-        shared = {id(tensor) for tensor in self.shared()}
-        return tuple(t for t in self.graph().reached_by() if id(t) not in shared)
+        """Every leaf reached by a loss that is not a shared parameter (computed once: the
+        per-loss passes and the final update both ask)."""
+        if self._others is None:
+            shared = {id(tensor) for tensor in self.shared()}
+            self._others = tuple(t for t in self.graph().reached_by() if id(t) not in shared)
+        return self._others
 
     def take_others(self) -> tuple[Tensor, ...]:
         """The other parameters, if the per-loss passes may take their gradients too.
