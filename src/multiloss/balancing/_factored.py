@@ -48,6 +48,7 @@ __all__ = [
     "factored_targets",
     "find_factored",
     "find_factored_input",
+    "has_grad_hooks",
     "worth_factoring",
 ]
 
@@ -139,9 +140,10 @@ def worth_factoring(rows: int, examples: int, fan_in: int, fan_out: int) -> bool
     return factored < rows * examples * fan_in * fan_out
 
 
-def _hooked(tensor: Tensor) -> bool:
+def has_grad_hooks(tensor: Tensor) -> bool:
     """Whether ``tensor`` has gradient hooks (``register_hook``): they transform its gradient,
-    which the factored rows never pass through, so such a tensor keeps dense rows."""
+    which the factored rows never pass through, so such a tensor keeps dense rows (and a head
+    with hooks gets its gradient from its own backward pass, see ``context``)."""
     return bool(getattr(tensor, "_backward_hooks", None))
 
 
@@ -203,7 +205,7 @@ def find_factored(
     """
     found: dict[int, FactoredWeight] = {}
     for tensor in tensors:
-        if tensor.dim() != 2 or not tensor.is_leaf or _hooked(tensor):
+        if tensor.dim() != 2 or not tensor.is_leaf or has_grad_hooks(tensor):
             continue
         result = _linear_uses(tensor, graph)
         if result is None:

@@ -22,6 +22,7 @@ from multiloss.balancing._factored import (
     factored_targets,
     find_factored,
     find_factored_input,
+    has_grad_hooks,
 )
 from multiloss.balancing._jacobian import (
     Collected,
@@ -197,7 +198,7 @@ class _Session:
         for tensor in others:
             if (
                 not tensor.is_leaf
-                or getattr(tensor, "_backward_hooks", None)
+                or has_grad_hooks(tensor)
                 or getattr(tensor, "_post_accumulate_grad_hooks", None)
             ):
                 return ()
