@@ -230,12 +230,10 @@ class FAMO(LossWeighting):
             write_floats(self.previous.numpy(), [value / count for value in total.tolist()])
             write_floats(total, [0.0] * len(total))
             calls[()] = 0.0
-            self._have_previous = True
-            self._stepped = True
-            return
-        self.previous.copy_(self.total / self.calls.clamp_min(1.0))
-        self.total.zero_()
-        self.calls.zero_()
+        else:
+            self.previous.copy_(self.total / self.calls.clamp_min(1.0))
+            self.total.zero_()
+            self.calls.zero_()
         self._have_previous = True
         self._stepped = True
 
