@@ -3,7 +3,9 @@
 Three cases, each with a single pass over the trunk:
 
 * loss weighting (``plan.shared_update is None``): one backward pass of
-  ``scale * (sum_i w_i L_i + fixed + extra)`` into every parameter;
+  ``scale * (sum_i w_i L_i + fixed + extra)`` into every parameter (and, for an ``extra`` built
+  from that pass, e.g. from the per-loss gradient norms it let ``_capture`` read, a small one
+  of ``scale * extra`` into the balancer's own parameters after it);
 * gradient level, parameters: the shared parameters get ``scale * (update + fixed part)`` from the
   Jacobian already computed (added to ``.grad``). The other parameters (the heads) get their
   ordinary gradient from the gradients the per-loss passes took on the way
@@ -35,7 +37,7 @@ def _weighted_total(session: _Session, plan: Plan) -> Tensor:
     total = (stacked * plan.loss_weights.detach().to(stacked.dtype)).sum()
     for loss, weight in zip(session.fixed_losses, session.fixed_weights, strict=True):
         total = total + loss * weight
-    if plan.extra is not None:
+    if isinstance(plan.extra, Tensor):
         total = total + plan.extra
     if not is_unit_scale(session.scale):
         total = total * session.scale
@@ -45,7 +47,7 @@ def _weighted_total(session: _Session, plan: Plan) -> Tensor:
 def _rest_total(session: _Session, plan: Plan) -> Tensor | None:
     """What the collected gradients leave out: the fixed losses without a Jacobian row (they
     reach no shared parameter) and ``plan.extra``, times the scale; ``None`` if nothing."""
-    rest: Tensor | None = plan.extra
+    rest = plan.extra if isinstance(plan.extra, Tensor) else None
     in_rows = set(session.fixed_in_rows)
     for k, (loss, weight) in enumerate(
         zip(session.fixed_losses, session.fixed_weights, strict=True)
@@ -153,8 +155,20 @@ def execute(
         diagnostics = _diagnose(session, plan)
     if update is None:
         total = _weighted_total(session, plan)
-        if total.requires_grad:
-            total.backward(retain_graph=retain_graph)
+        capture = session.capture
+        if capture is None:
+            if total.requires_grad:
+                total.backward(retain_graph=retain_graph)
+        else:
+            with capture.armed(plan.loss_weights, session.scale):
+                if total.requires_grad:
+                    total.backward(retain_graph=retain_graph)
+        if callable(plan.extra):  # built from what the backward pass just computed
+            extra = plan.extra()
+            if extra is not None and extra.requires_grad:
+                if not is_unit_scale(session.scale):
+                    extra = extra * session.scale
+                extra.backward(retain_graph=retain_graph)
         return diagnostics
 
     if plan.level == "parameters":

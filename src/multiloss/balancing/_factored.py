@@ -36,6 +36,7 @@ from torch import Tensor
 from torch.autograd.graph import GradientEdge
 
 from multiloss.balancing._blocks import Block, FactoredBlock, FactoredInputBlock
+from multiloss.balancing._capture import edges_into
 from multiloss.balancing._jacobian import Target
 from multiloss.balancing.shared import GraphInfo
 
@@ -242,11 +243,6 @@ class FactoredInput:
         return FactoredInputBlock(dy, self.weights)
 
 
-#: Nodes walked from the losses down to the representation before giving up (a loss that
-#: reaches the trunk around ``z`` would otherwise send the walk through the whole trunk).
-_INPUT_WALK_LIMIT = 2000
-
-
 def find_factored_input(roots: Sequence[Tensor], z: Tensor) -> FactoredInput | None:
     """The linear layers that read ``z``, if they are its only uses and factoring pays.
 
@@ -260,41 +256,17 @@ def find_factored_input(roots: Sequence[Tensor], z: Tensor) -> FactoredInput | N
     on its own, so a head read by one loss only records it as its ``owner`` (then one backward
     pass gives every loss's head gradients, see ``_jacobian._disjoint``).
     """
-    node = z.grad_fn
-    if node is None or z.dim() != 2:
+    if z.dim() != 2:
         return None
-    slot = z.output_nr
-    owners: dict[tuple[Any, int], int | None] = {}  # (node, operand) -> the one loss, or None
-    heads: dict[tuple[Any, int], Tensor] = {}  # in order of discovery
-    walked = 0
-    for index, root in enumerate(roots):
-        seen: set[Any] = set()
-        stack: list[Any] = [] if root.grad_fn is None else [root.grad_fn]
-        while stack:
-            current = stack.pop()
-            if current in seen or current is node:
-                continue
-            seen.add(current)
-            walked += 1
-            if walked > _INPUT_WALK_LIMIT:
-                return None
-            for position, (child, output) in enumerate(current.next_functions):
-                if child is None:
-                    continue
-                if child is not node:
-                    stack.append(child)
-                    continue
-                if output != slot:  # another output of the same operation, not z
-                    continue
-                key = (current, position)
-                if key in owners:
-                    if owners[key] != index:
-                        owners[key] = None
-                    continue
-                mat2 = _head_weight(current, position, z)
-                if mat2 is None:
-                    return None
-                owners[key], heads[key] = index, mat2
+    owners = edges_into(roots, z)
+    if owners is None:
+        return None
+    heads: dict[tuple[Any, int], Tensor] = {}
+    for key in owners:
+        mat2 = _head_weight(key[0], key[1], z)
+        if mat2 is None:
+            return None
+        heads[key] = mat2
     if not heads:
         return None
     uses = tuple(

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, TypeAlias
 
 from torch import Tensor
 
-__all__ = ["Level", "Plan"]
+__all__ = ["Extra", "Level", "Plan"]
 
 #: What a gradient-level method differentiates the losses with respect to: the shared
 #: parameters (exact), or the shared representation marked with ``mark_representation``
 #: (cheap: the per-loss backward stops at the representation).
 Level = Literal["parameters", "representation"]
+
+#: A loss on the balancer's own parameters: a scalar, or a function that builds it after the
+#: ordinary backward pass (when it needs what that pass computed, see
+#: ``BalanceContext.norms_after_backward``), returning ``None`` for nothing.
+Extra: TypeAlias = Tensor | Callable[[], Tensor | None]
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,9 @@ class Plan:
         level: What ``shared_update`` refers to.
         extra: A scalar whose gradient reaches only the balancer's own parameters
             (Uncertainty's log-variance term, GradNorm's weight loss); added to the backward.
+            Or a function returning that scalar (or ``None``), called after the ordinary
+            backward pass and differentiated on its own: for a term built from what that
+            pass computed (loss-weighting plans only).
         reported: ``(T,)`` weights reported to the trainer and the logs (default: the
             coefficients of ``shared_update`` if given, else ``loss_weights``).
 
@@ -48,8 +57,15 @@ class Plan:
     loss_weights: Tensor
     shared_update: Tensor | list[Tensor] | None = None
     level: Level = "parameters"
-    extra: Tensor | None = None
+    extra: Extra | None = None
     reported: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if callable(self.extra) and self.shared_update is not None:
+            raise ValueError(
+                "`extra` of Plan is a function (a term built after the ordinary backward pass), "
+                "which only a loss-weighting plan has; this plan has a `shared_update`"
+            )
 
     def weights_to_report(self) -> Tensor:
         """The ``(T,)`` weights the trainer logs for this call."""

@@ -9,12 +9,13 @@ taken of the *raw* losses and rescaled lazily for each wrapper's view).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
 from torch import Tensor
 
+from multiloss.balancing._capture import NormCapture, find_capture
 from multiloss.balancing._distributed import mean_over_ranks, world_size
 from multiloss.balancing._factored import (
     Factored,
@@ -119,6 +120,10 @@ class _Session:
         # The other parameters' gradients, taken by the per-loss passes at the parameter level
         # (see take_others): the tensors, and per tensor its (row, gradient) pairs.
         self.collected: tuple[tuple[Tensor, ...], Collected] | None = None
+        # The per-loss gradient norms at the representation, to be read during the ordinary
+        # backward pass (see norm_capture); armed by execute().
+        self.capture: NormCapture | None = None
+        self._capture_sought = False
 
     def values(self) -> Tensor:
         """``(T,)`` float32 detached raw values of the balanced losses (stacked once).
@@ -203,6 +208,18 @@ class _Session:
             ):
                 return ()
         return others
+
+    def norm_capture(self) -> NormCapture | None:
+        """The hooks that will read each balanced loss's gradient norm at the representation
+        from the ordinary backward pass, or ``None`` where that pass cannot tell the losses
+        apart (an operation reading ``z`` shared by two losses) or the representation's
+        Jacobian was computed anyway (its norms are then free)."""
+        if not self._capture_sought:
+            self._capture_sought = True
+            z = self.require_representation()
+            if "representation" not in self._jacobians:
+                self.capture = find_capture(self.losses, self.fixed_losses, z)
+        return self.capture
 
     # -- gradients --------------------------------------------------------------------------------
     def _gradients(
@@ -433,6 +450,23 @@ class BalanceContext:
         full, _ = self._session.jacobian(level)
         rows = full.take(slice(0, self.num_losses))
         return rows.scaled(self.objective_scales)
+
+    def norms_after_backward(self) -> Callable[[], Tensor] | None:
+        """The norms of the objectives' gradients at the representation, read from the
+        ordinary backward pass instead of a per-loss pass of their own.
+
+        For loss-weighting methods: returns a function to call after that pass (from a
+        ``Plan.extra`` given as a function), which gives what ``jacobian("representation")
+        .norms()`` gives now. ``None`` where the pass cannot tell the losses' gradients apart
+        at ``z`` (an operation reading ``z`` is shared by two losses), or the Jacobian was
+        computed this call anyway: use the Jacobian then. A loss whose weight in the backward
+        pass is 0 reads 0.
+        """
+        capture = self._session.norm_capture()
+        if capture is None:
+            return None
+        scales = self.objective_scales.abs()
+        return lambda: capture.norms() * scales
 
     def jacobian_of(self, tensors: Sequence[Tensor]) -> Jacobian:
         """Per-loss gradients of the objectives over specific tensors (e.g. the last shared

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from multiloss._validation import check_finite_float, describe
+from multiloss.balancing._plan import Extra
 from multiloss.balancing.context import BalanceContext
 from multiloss.balancing.weighting import LossWeighting
 
@@ -30,7 +31,9 @@ class GradNorm(LossWeighting):
     Cost: the per-loss gradients of one layer (one batched backward pass that stops at that
     layer), plus the ordinary backward pass. ``layer="representation"`` measures the gradient
     norms on the marked shared representation instead (LibMTL's ``rep_grad`` option): cheaper,
-    but not the paper's choice.
+    but not the paper's choice. When each head reads the representation for one loss only, the
+    norms are read from the ordinary backward pass as it passes the heads, and no per-loss pass
+    runs at all.
 
     The weights are parameters: an optimizer must step them (the trainer adds
     ``parameter_group()``; the paper updates them with the network's optimizer).
@@ -117,12 +120,22 @@ class GradNorm(LossWeighting):
             self.started.fill_(True)
         return self.weights.detach().clone()
 
-    def extra_loss(self, ctx: BalanceContext) -> Tensor | None:
+    def extra_loss(self, ctx: BalanceContext) -> Extra | None:
         if ctx.num_losses < 2:
             return None  # a single weight is renormalized to 1: nothing to learn
-        norms = self._norms(ctx)
+        values = ctx.values
+        if self.layer == "representation":
+            # The norms at z come from the model's own backward pass where the heads tell the
+            # losses apart: L_grad is then built (and differentiated) right after that pass.
+            later = ctx.norms_after_backward()
+            if later is not None:
+                return lambda: self._weight_loss(values, later())
+        return self._weight_loss(values, self._norms(ctx))
+
+    def _weight_loss(self, values: Tensor, norms: Tensor) -> Tensor:
+        """``L_grad``: the distance of each ``G_i`` from its target, the target held constant."""
         with torch.no_grad():
-            relative = ctx.values / self.initial.clamp_min(1e-12)
+            relative = values / self.initial.clamp_min(1e-12)
             rate = relative / relative.mean().clamp_min(1e-12)
             target = (self.weights * norms).mean() * rate.pow(self.alpha)
         return (self.weights * norms - target).abs().sum()

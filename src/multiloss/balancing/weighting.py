@@ -12,7 +12,7 @@ from abc import abstractmethod
 
 from torch import Tensor
 
-from multiloss.balancing._plan import Plan
+from multiloss.balancing._plan import Extra, Plan
 from multiloss.balancing.base import Balancer
 from multiloss.balancing.context import BalanceContext
 
@@ -42,8 +42,9 @@ class LossWeighting(Balancer):
     def factors(self, ctx: BalanceContext) -> Tensor:
         """``(T,)`` non-negative multipliers of ``ctx.weights``, detached, on ``ctx.device``."""
 
-    def extra_loss(self, ctx: BalanceContext) -> Tensor | None:
-        """A loss on this balancer's own parameters, or None."""
+    def extra_loss(self, ctx: BalanceContext) -> Extra | None:
+        """A loss on this balancer's own parameters, or None (or a function that builds it
+        after the backward pass, see :class:`Plan`)."""
         return None
 
     def plan(self, ctx: BalanceContext) -> Plan:

@@ -1,0 +1,173 @@
+"""Per-loss gradient norms at the representation, read from the ordinary backward pass.
+
+A loss-weighting method that needs ``||dL_i/dz||`` (GradNorm with ``layer="representation"``)
+would otherwise pay one more backward pass through every head before the real one. But the real
+backward pass already computes each loss's gradient at ``z``, just before adding them up: the
+operation that reads ``z`` on loss ``i``'s side (the first layer of head ``i``) hands ``z`` that
+loss's share. When each such operation belongs to one balanced loss only (heads on a shared
+trunk, the common case), a hook on it (``Node.register_hook``, which sees the gradients the node
+computed for its inputs) reads ``c_i * scale * dL_i/dz`` as it passes, where ``c_i`` is the
+loss's weight in the backward pass; dividing by ``|c_i * scale|`` gives the norm. The hooks sit on
+the graph only during that backward pass, and each keeps the squared norm, not the gradient.
+
+Where an operation reading ``z`` is shared by two losses (a joint head), or also reached by a
+fixed loss, the shares cannot be told apart: :func:`find_capture` returns ``None`` and the
+method takes the per-loss gradients the ordinary way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from multiloss.balancing._jacobian import is_unit_scale
+
+__all__ = ["NormCapture", "edges_into", "find_capture"]
+
+#: Nodes walked from the losses down to the representation before giving up (a loss that
+#: reaches the trunk around ``z`` would otherwise send the walk through the whole trunk).
+WALK_LIMIT = 2000
+
+#: ``(node, operand position)`` of each edge into ``z`` -> the one root that reaches it, or
+#: ``None`` when several do; in order of discovery.
+Edges = dict[tuple[Any, int], "int | None"]
+
+
+def edges_into(roots: Sequence[Tensor], z: Tensor) -> Edges | None:
+    """Every edge of the roots' graph that enters ``z``, with the root that owns it.
+
+    Each root's graph is walked on its own (the walk stops at ``z``), so an operation reading
+    ``z`` for one root only records that root's index. ``None`` if ``z`` is not produced by an
+    operation, or the walk passes :data:`WALK_LIMIT` nodes.
+    """
+    node = z.grad_fn
+    if node is None:
+        return None
+    slot = z.output_nr
+    owners: Edges = {}
+    walked = 0
+    for index, root in enumerate(roots):
+        seen: set[Any] = set()
+        stack: list[Any] = [] if root.grad_fn is None else [root.grad_fn]
+        while stack:
+            current = stack.pop()
+            if current in seen or current is node:
+                continue
+            seen.add(current)
+            walked += 1
+            if walked > WALK_LIMIT:
+                return None
+            for position, (child, output) in enumerate(current.next_functions):
+                if child is None:
+                    continue
+                if child is not node:
+                    stack.append(child)
+                    continue
+                if output != slot:  # another output of the same operation, not z
+                    continue
+                key = (current, position)
+                if key in owners and owners[key] != index:
+                    owners[key] = None
+                elif key not in owners:
+                    owners[key] = index
+    return owners
+
+
+class NormCapture:
+    """Reads each balanced loss's gradient norm at ``z`` from the ordinary backward pass.
+
+    Built by :func:`find_capture`; :meth:`armed` holds the hooks for the backward pass, then
+    :meth:`norms` gives ``||dL_i/dz||`` per balanced loss (0 for a loss that does not reach
+    ``z``, or whose weight in the backward pass was 0).
+    """
+
+    def __init__(self, rows: int, nodes: dict[Any, list[tuple[int, int]]]) -> None:
+        self.rows = rows
+        self._nodes = nodes  # node -> [(operand position, owning row)]
+        self._squares: list[list[Tensor]] = [[] for _ in range(rows)]
+        self._pending: dict[int, list[Tensor]] = {}  # rows read at several edges: summed first
+        self._norms: Tensor | None = None
+        self._multi = {
+            row
+            for row in range(rows)
+            if sum(r == row for uses in nodes.values() for _, r in uses) > 1
+        }
+
+    def _hook(self, uses: list[tuple[int, int]]) -> Any:
+        def read(grad_inputs: tuple[Tensor | None, ...], _: tuple[Tensor | None, ...]) -> None:
+            for position, row in uses:
+                grad = grad_inputs[position]
+                if grad is None:
+                    continue
+                if row in self._multi:
+                    self._pending.setdefault(row, []).append(grad.detach())
+                else:  # the usual case: no copy of the gradient is kept
+                    self._squares[row].append(_squared_norm(grad))
+
+        return read
+
+    @contextmanager
+    def armed(self, coefficients: Tensor, scale: float | Tensor) -> Iterator[None]:
+        """Hooks on the graph for the enclosed backward pass, in which loss ``i`` enters with
+        weight ``coefficients[i] * scale``; the norms are ready on exit."""
+        handles = [node.register_hook(self._hook(uses)) for node, uses in self._nodes.items()]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+        self._finish(coefficients, scale)
+
+    @torch.no_grad()
+    def _finish(self, coefficients: Tensor, scale: float | Tensor) -> None:
+        for row, grads in self._pending.items():
+            total = grads[0]
+            for grad in grads[1:]:
+                total = total + grad
+            self._squares[row].append(_squared_norm(total))
+        self._pending.clear()
+        device = coefficients.device
+        zero = torch.zeros((), dtype=torch.float32, device=device)
+        squares = torch.stack([sum(parts, zero) if parts else zero for parts in self._squares])
+        weights = coefficients.detach().to(torch.float32).abs()
+        if not is_unit_scale(scale):
+            weights = weights * (scale.abs() if isinstance(scale, Tensor) else abs(scale))
+        # A weight of 0 let nothing through to read: that row's norm reads 0.
+        safe = torch.where(weights > 0, weights, torch.ones_like(weights))
+        self._norms = torch.where(weights > 0, squares.sqrt() / safe, zero)
+
+    def norms(self) -> Tensor:
+        """``(T,)`` float32 norms of the raw losses' gradients at ``z``."""
+        if self._norms is None:
+            raise RuntimeError(
+                "the gradient norms at the representation are read during the backward pass; "
+                "they were asked for before it ran"
+            )
+        return self._norms
+
+
+def _squared_norm(grad: Tensor) -> Tensor:
+    norm: Tensor = torch.linalg.vector_norm(grad.detach(), dtype=torch.float32)
+    return norm.square()
+
+
+def find_capture(
+    balanced: Sequence[Tensor], fixed: Sequence[Tensor], z: Tensor
+) -> NormCapture | None:
+    """A :class:`NormCapture` for ``balanced`` at ``z``, or ``None`` if some operation reading
+    ``z`` is shared by two losses (balanced or fixed), or the graph cannot be walked."""
+    edges = edges_into(list(balanced) + list(fixed), z)
+    if edges is None:
+        return None
+    rows = len(balanced)
+    nodes: dict[Any, list[tuple[int, int]]] = {}
+    for (node, position), owner in edges.items():
+        if owner is None:
+            return None
+        if owner < rows:
+            nodes.setdefault(node, []).append((position, owner))
+    return NormCapture(rows, nodes)
