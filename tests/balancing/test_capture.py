@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from multiloss.balancing import Balancer, GradNorm, Normalize, Plan, Scheduled
+from multiloss.balancing import _capture as capture_module
 from multiloss.balancing import context as context_module
 from multiloss.balancing._capture import NormCapture, edges_into, find_capture
 from tests.balancing.properties import Toy, assert_grads_close, grads
@@ -105,7 +106,7 @@ def _assert_same(pairs: list[tuple[dict[str, Tensor], dict[str, float]]]) -> Non
     for (grads_a, used_a), (grads_b, used_b) in zip(pairs[::2], pairs[1::2], strict=True):
         own = [v for k, v in grads_a.items() if k.startswith("balancer.")]
         learned = learned or any(v.abs().sum() > 0 for v in own)
-        assert_grads_close(grads_a, grads_b, rtol=1e-5, atol=1e-7)
+        assert_grads_close(grads_a, grads_b, rtol=1e-4, atol=1e-6)
         assert used_a == pytest.approx(used_b, rel=1e-6)
     assert learned  # GradNorm's weights got a gradient (not only the model)
 
@@ -197,3 +198,27 @@ def test_a_zero_weight_reads_zero_and_the_hooks_last_one_pass() -> None:
 def test_a_function_extra_needs_a_loss_weighting_plan() -> None:
     with pytest.raises(ValueError, match="only a loss-weighting plan"):
         Plan(loss_weights=torch.ones(2), shared_update=torch.ones(2), extra=lambda: None)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5, torch.tensor(4.0)], ids=["one", "float", "tensor"])
+def test_the_float_finish_matches_the_tensor_one(
+    scale: float | Tensor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torch.manual_seed(0)
+    z = nn.Linear(3, 4)(torch.randn(5, 3))
+    heads = [nn.Linear(4, 1) for _ in range(3)]
+    losses = [head(z).pow(2).mean() + (k == 1) * (z * z).mean() for k, head in enumerate(heads)]
+    coefficients = torch.tensor([0.0, -2.0, 0.5])
+    found = []
+    for host in (True, False):
+        monkeypatch.setattr(capture_module, "_on_host", lambda *a, host=host: host)
+        capture = find_capture(losses, [], z)
+        assert capture is not None
+        with capture.armed(coefficients, scale):
+            total = sum(c * loss for c, loss in zip(coefficients, losses, strict=True))
+            (total * scale).backward(retain_graph=True)  # type: ignore[union-attr]
+        found.append(capture.norms())
+    own = [torch.autograd.grad(loss, z, retain_graph=True)[0].norm() for loss in losses[1:]]
+    expected = torch.stack([torch.tensor(0.0), *own])
+    torch.testing.assert_close(found[0], expected)
+    torch.testing.assert_close(found[1], expected)

@@ -104,3 +104,37 @@ def test_explicit_layer_and_bad_layer() -> None:
 
 def test_repr() -> None:
     assert repr(GradNorm()) == "GradNorm(alpha=1.5, layer='last')"
+
+
+@pytest.mark.parametrize("layer", ["last", "representation"])
+def test_the_host_arithmetic_matches_the_tensor_code(
+    layer: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On the CPU the per-step arithmetic runs on Python floats; accelerators run the tensor
+    # code. The same weights, their gradient and L(0), step after step, the model moving.
+    def run(host: bool) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+        with monkeypatch.context() as patch:
+            if not host:
+                patch.setattr(GradNorm, "_on_host", lambda self: False)
+            torch.manual_seed(0)
+            model = Toy()
+            balancer = GradNorm(layer=layer)
+            optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+            seen = []
+            for step in range(6):
+                optimizer.zero_grad()
+                balancer.apply(model.losses(), step=step, representation=model.z)
+                balancer.add_parameters_to(optimizer)
+                optimizer.param_groups[-1]["lr"] = 0.5
+                assert balancer.weights.grad is not None
+                seen += [balancer.weights.detach().clone(), balancer.weights.grad.clone()]
+                optimizer.step()
+                balancer.after_optimizer_step()
+            state = balancer.state_dict()
+            return seen, {k: v.clone() for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+    host_seen, host_state = run(host=True)
+    tensor_seen, tensor_state = run(host=False)
+    assert not torch.allclose(host_seen[0], host_seen[-2])  # the weights did move
+    torch.testing.assert_close(host_seen, tensor_seen, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(host_state, tensor_state, rtol=1e-5, atol=1e-6)

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from multiloss._validation import check_finite_float, describe
+from multiloss.balancing._arrays import write_floats
 from multiloss.balancing._plan import Extra
 from multiloss.balancing.context import BalanceContext
 from multiloss.balancing.weighting import LossWeighting
@@ -113,8 +114,20 @@ class GradNorm(LossWeighting):
             jacobian = ctx.jacobian_of(tensors)
         return jacobian.norms().detach()
 
+    def _on_host(self) -> bool:
+        """Whether the state lives on the CPU: then the per-step arithmetic on ``T`` numbers
+        runs on Python floats (as FAMO's), written through NumPy views of the buffers. As
+        tensor operations it was about 0.3 ms of a 9 ms step (T = 2, 2 cores)."""
+        return self.weights.device.type == "cpu" and self.weights.dtype == torch.float32
+
     def factors(self, ctx: BalanceContext) -> Tensor:
         self.require_at_least(ctx, 0.0, "the relative loss L / L(0) needs L >= 0")
+        if self._on_host() and ctx.values.device.type == "cpu":
+            started = self.started.numpy()
+            if not started:  # L(0): the first values seen
+                write_floats(self.initial.numpy(), ctx.values.tolist())
+                started[()] = True
+            return self.weights.detach().clone()
         with torch.no_grad():
             self.initial.copy_(torch.where(self.started, self.initial, ctx.values))
             self.started.fill_(True)
@@ -134,15 +147,34 @@ class GradNorm(LossWeighting):
 
     def _weight_loss(self, values: Tensor, norms: Tensor) -> Tensor:
         """``L_grad``: the distance of each ``G_i`` from its target, the target held constant."""
-        with torch.no_grad():
-            relative = values / self.initial.clamp_min(1e-12)
-            rate = relative / relative.mean().clamp_min(1e-12)
-            target = (self.weights * norms).mean() * rate.pow(self.alpha)
+        if self._on_host() and values.device.type == "cpu" and norms.device.type == "cpu":
+            target = torch.tensor(
+                self._targets(values.tolist(), norms.tolist()), dtype=torch.float32
+            )
+        else:
+            with torch.no_grad():
+                relative = values / self.initial.clamp_min(1e-12)
+                rate = relative / relative.mean().clamp_min(1e-12)
+                target = (self.weights * norms).mean() * rate.pow(self.alpha)
         return (self.weights * norms - target).abs().sum()
+
+    def _targets(self, values: list[float], norms: list[float]) -> list[float]:
+        """``mean(G) * r_i ** alpha`` on floats (the tensor code above, in float64)."""
+        weights = self.weights.detach().tolist()
+        relative = [v / max(i, 1e-12) for v, i in zip(values, self.initial.tolist(), strict=True)]
+        mean_rate = max(sum(relative) / len(relative), 1e-12)
+        mean_norm = sum(w * n for w, n in zip(weights, norms, strict=True)) / len(norms)
+        return [mean_norm * (r / mean_rate) ** self.alpha for r in relative]
 
     @torch.no_grad()
     def on_optimizer_step(self) -> None:
         if self._names is None:
+            return
+        if self._on_host():
+            weights = self.weights.detach()
+            kept = [max(w, 1e-6) for w in weights.tolist()]
+            total = sum(kept)
+            write_floats(weights.numpy(), [w * len(kept) / total for w in kept])
             return
         positive = self.weights.clamp_min(1e-6)
         self.weights.copy_(positive * (len(self._names) / positive.sum()))
