@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import random
 import statistics
 import time
 from collections.abc import Callable
 
-__all__ = ["KEEP_HEAP_HELP", "interleave", "keep_heap", "per_call"]
+__all__ = ["KEEP_HEAP_HELP", "interleave", "keep_heap", "per_call", "schedule"]
 
 KEEP_HEAP_HELP = (
     "keep freed memory in the process (glibc mallopt): no page faults from the allocator "
@@ -52,13 +53,40 @@ def per_call(fn: Callable[[], object], *, number: int) -> float:
     return (time.perf_counter() - start) / number
 
 
+def schedule(names: list[str], rounds: int, *, seed: int = 0) -> list[list[str]]:
+    """The order of the variants in each round: shuffled, never the same variant twice in a
+    row across two rounds.
+
+    A fixed or alternating order gives each variant the same neighbours every time, and what
+    ran just before changes a step's time (the caches and the heap it leaves); alternating
+    also runs the first and the last variant twice in a row at every turn. Shuffling spreads
+    those effects over every variant alike.
+
+    Example:
+        >>> orders = schedule(["a", "b", "c"], rounds=4)
+        >>> all(sorted(order) == ["a", "b", "c"] for order in orders)
+        True
+        >>> all(one[-1] != two[0] for one, two in zip(orders, orders[1:]))
+        True
+    """
+    generator = random.Random(seed)
+    orders: list[list[str]] = []
+    for _ in range(rounds):
+        order = list(names)
+        generator.shuffle(order)
+        if orders and len(order) > 1 and order[0] == orders[-1][-1]:
+            order.append(order.pop(0))
+        orders.append(order)
+    return orders
+
+
 def interleave(
     variants: dict[str, Callable[[], float]], *, rounds: int = 7, warmup: int = 1
 ) -> dict[str, float]:
     """Median over ``rounds`` of each variant's measurement (seconds), variants in turn.
 
     Each variant is a callable that performs one measurement and returns seconds per unit.
-    The order of variants alternates every round so neither always runs first.
+    Each round runs every variant once, in an order of its own (:func:`schedule`).
     """
     names = list(variants)
     for _ in range(warmup):
@@ -73,8 +101,7 @@ def interleave(
     enabled = gc.isenabled()
     gc.disable()
     try:
-        for round_index in range(rounds):
-            order = names if round_index % 2 == 0 else names[::-1]
+        for order in schedule(names, rounds):
             for name in order:
                 samples[name].append(variants[name]())
     finally:
