@@ -215,7 +215,7 @@ def test_factored_linear_layers_give_the_dense_update(
     found: list[int] = []
     real, real_input = context.find_factored, context.find_factored_input
     monkeypatch.setattr(
-        context, "find_factored", lambda *a: found.append(len(real(*a))) or real(*a)
+        context, "find_factored", lambda *a, **k: found.append(len(real(*a, **k))) or real(*a, **k)
     )
     monkeypatch.setattr(
         context,

@@ -138,3 +138,28 @@ def test_the_host_arithmetic_matches_the_tensor_code(
     assert not torch.allclose(host_seen[0], host_seen[-2])  # the weights did move
     torch.testing.assert_close(host_seen, tensor_seen, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(host_state, tensor_state, rtol=1e-5, atol=1e-6)
+
+
+def test_the_last_layer_is_factored_for_two_losses_and_gives_the_dense_norms(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Two losses, batch 4 below the width 8: the norms alone make factoring pay.
+    from multiloss.balancing import context
+
+    found: list[int] = []
+    real = context.find_factored
+    monkeypatch.setattr(
+        context, "find_factored", lambda *a, **k: found.append(len(real(*a, **k))) or real(*a, **k)
+    )
+    results = []
+    for factored in (True, False):
+        torch.manual_seed(0)
+        model = Toy(tasks=2)
+        model.x = model.x[:4]
+        model.y = model.y[:4]
+        balancer = GradNorm().use_factored_gradients(factored)
+        balancer.apply(model.losses(), step=0)
+        assert balancer.weights.grad is not None
+        results.append(balancer.weights.grad.clone())
+    assert found == [1]  # the factored run found the last layer (the dense one never asks)
+    torch.testing.assert_close(results[0], results[1], rtol=1e-5, atol=1e-6)

@@ -123,21 +123,31 @@ class FactoredWeight:
         return FactoredBlock(x, dy, transposed=self.transposed)
 
 
-def worth_factoring(rows: int, examples: int, fan_in: int, fan_out: int) -> bool:
+def worth_factoring(
+    rows: int, examples: int, fan_in: int, fan_out: int, *, update: bool = True
+) -> bool:
     """Whether the factored block costs fewer multiply-adds than the dense one.
 
-    Factored: ``X X^T`` (``N^2 in``), ``(X X^T) dY_i`` for every row (``R N^2 out``), and the final
-    ``dY^T X`` (``N in out``). Dense: the ``R`` weight gradients the backward passes form
-    (``R N in out``). The dense block's extra passes over memory (the copy into the Jacobian,
-    its Gramian) are not counted, which favours it slightly.
+    Factored: ``X X^T`` (``N^2 in``), ``(X X^T) dY_i`` for every row (``R N^2 out``), and, when
+    the update is built from the block (``update``), the final ``dY^T X`` (``N in out``).
+    Dense: the ``R`` weight gradients the backward passes form (``R N in out``). The dense
+    block's extra passes over memory (the copy into the Jacobian, its Gramian) are not
+    counted, which favours it slightly. Without the update (rows read only for their norms
+    or Gramian, e.g. GradNorm's last layer) factoring pays from two rows on.
 
     Example:
         >>> worth_factoring(rows=8, examples=256, fan_in=512, fan_out=512)
         True
         >>> worth_factoring(rows=8, examples=4096, fan_in=512, fan_out=512)  # long sequences
         False
+        >>> worth_factoring(rows=2, examples=256, fan_in=512, fan_out=512)
+        False
+        >>> worth_factoring(rows=2, examples=256, fan_in=512, fan_out=512, update=False)
+        True
     """
-    factored = examples * examples * (fan_in + rows * fan_out) + examples * fan_in * fan_out
+    factored = examples * examples * (fan_in + rows * fan_out)
+    if update:
+        factored += examples * fan_in * fan_out
     return factored < rows * examples * fan_in * fan_out
 
 
@@ -195,7 +205,7 @@ def _linear_uses(weight: Tensor, graph: GraphInfo) -> tuple[list[LinearUse], boo
 
 
 def find_factored(
-    graph: GraphInfo, tensors: Sequence[Tensor], rows: int
+    graph: GraphInfo, tensors: Sequence[Tensor], rows: int, *, update: bool = True
 ) -> dict[int, FactoredWeight]:
     """The weights among ``tensors`` worth keeping factored, by ``id``.
 
@@ -203,6 +213,7 @@ def find_factored(
         graph: The walk of this step's losses (with ``accumulators`` and ``parents``).
         tensors: The tensors the Jacobian is taken over.
         rows: ``R``, the number of per-loss gradients.
+        update: Whether the update is built from these rows (see :func:`worth_factoring`).
     """
     found: dict[int, FactoredWeight] = {}
     for tensor in tensors:
@@ -215,7 +226,7 @@ def find_factored(
         weight = FactoredWeight(tensor, tuple(uses), transposed)
         first, second = int(tensor.shape[0]), int(tensor.shape[1])
         fan_out, fan_in = (first, second) if transposed else (second, first)
-        if worth_factoring(rows, weight.examples, fan_in, fan_out):
+        if worth_factoring(rows, weight.examples, fan_in, fan_out, update=update):
             found[id(tensor)] = weight
     return found
 

@@ -230,6 +230,7 @@ class _Session:
         batched: bool = True,
         factor: bool = True,
         others: tuple[Tensor, ...] = (),
+        update: bool = True,
     ) -> Jacobian:
         """Per-output gradients; ``batched=False`` when each output has its own small graph
         to the inputs (a head on the representation): batching would run every head for
@@ -237,14 +238,15 @@ class _Session:
         ``factor``: keep the gradients of linear layers' weights (or of a representation read
         only by linear heads) factored where it pays. ``others``: tensors whose gradients
         the per-loss passes also take, into :attr:`collected` (if the loop runs; the loop
-        then frees the graph as it ends)."""
+        then frees the graph as it ends). ``update``: whether the update will be built from
+        these rows (it decides where factoring pays)."""
         # On a CPU the loop of backward passes is faster than the batched one (vmap's batched
         # matmuls run below the BLAS rate of T plain ones: 40.6 vs 47.7 ms for 8 losses on the
         # 3x512 benchmark trunk, parity at 2), so the batched pass is the default elsewhere only.
         attempt = batched and self.engine.use_batched(outputs[0].device)
         # Factored blocks with the loop only: under vmap the gradient at a layer's output can
         # only be captured before that output's own hooks (see _jacobian._edge_catchers).
-        factored = self._factored(outputs, inputs) if factor and not attempt else {}
+        factored = self._factored(outputs, inputs, update) if factor and not attempt else {}
         targets, spans = factored_targets(inputs, factored)
         representation = any(t is self.representation for t in inputs)
         collected: Collected = []
@@ -274,7 +276,9 @@ class _Session:
         ones = torch.ones(jacobian.rows, dtype=torch.float32, device=jacobian.factors.device)
         return jacobian.scaled(ones / self.scale)
 
-    def _factored(self, outputs: Sequence[Tensor], inputs: Sequence[Tensor]) -> dict[int, Factored]:
+    def _factored(
+        self, outputs: Sequence[Tensor], inputs: Sequence[Tensor], update: bool = True
+    ) -> dict[int, Factored]:
         """The tensors of ``inputs`` whose per-loss gradients stay factored: the representation
         if linear heads alone read it, or linear layers' weights (none under DDP: the blocks of
         every rank are averaged, and a factored block's Gramian is not linear in its factors)."""
@@ -286,7 +290,7 @@ class _Session:
             return {} if found is None else {id(inputs[0]): found}
         if world_size() > 1:
             return {}
-        return dict(find_factored(self.graph(), inputs, rows))
+        return dict(find_factored(self.graph(), inputs, rows, update=update))
 
     def _buffers(self, rows: int, inputs: Sequence[Target]) -> list[Tensor] | None:
         # The kept buffers serve one Jacobian per call: a second one with the same shapes in
@@ -344,14 +348,16 @@ class _Session:
         return result
 
     def jacobian_of(self, tensors: Sequence[Tensor]) -> Jacobian:
-        """Raw per-loss gradients (balanced rows only) over specific tensors."""
+        """Raw per-loss gradients (balanced rows only) over specific tensors, for their norms
+        or Gramian: the update is built from the parameter-level Jacobian or the ordinary
+        backward pass, not from these rows (which decides where factoring pays)."""
         cached = self._jacobians.get("parameters")
         if cached is not None:
             positions = {id(t): k for k, t in enumerate(self.parameter_tensors)}
             if all(id(t) in positions for t in tensors):
                 chosen = cached[0].select([positions[id(t)] for t in tensors])
                 return chosen.take(slice(0, len(self.losses)))
-        return self._gradients(self.losses, tensors)
+        return self._gradients(self.losses, tensors, update=False)
 
     def require_representation(self) -> Tensor:
         z = self.representation
