@@ -2,7 +2,7 @@
 
 A shared trunk of three 512-wide linear layers (ReLU) on a batch of 256, with T linear heads
 and one MSE loss per head (T = 2, 4, 8). One step is: forward, the method's backward, an SGD
-step. Variants, timed in turn (round-robin, order rotated every round) in one process:
+step. Variants, timed in turn (each round in its own shuffled order) in one process:
 
 * ``sum``: ``sum(losses).backward()``, the floor of any method;
 * ``loop``: the plain loop of the official implementations: ``loss_t.backward(retain_graph=True)``
@@ -155,7 +155,7 @@ def _torchjd():  # type: ignore[no-untyped-def]
 
 
 def time_steps(steps: dict[str, Step], rounds: int, warmup: int = 2) -> dict[str, float]:
-    """Median seconds per step of each variant; variants in turn, order alternated."""
+    """Median seconds per step of each variant; variants in turn, each round shuffled."""
 
     def timed(step: Step) -> Callable[[], float]:
         def measure() -> float:
