@@ -62,7 +62,7 @@ def _both(
     model: nn.Module,
     monkeypatch: pytest.MonkeyPatch,
     *,
-    steps: int = 3,
+    steps: int = 4,
     **apply: object,
 ) -> list[tuple[dict[str, Tensor], dict[str, float]]]:
     """Per step, (every gradient incl. the balancer's, the weights used): from the backward
@@ -91,10 +91,11 @@ def _both(
                 found = grads(model)
                 found.update({f"balancer.{k}": v for k, v in grads(balancer).items()})
                 steps_out.append((found, {k: float(v) for k, v in used.items()}))
-                with torch.no_grad():  # move the balancer's state as an optimizer would
-                    for p in balancer.parameters():
-                        if p.grad is not None:
-                            p.sub_(0.1 * p.grad)
+                with torch.no_grad():  # move the model and the balancer, as an optimizer would
+                    for rate, module in ((0.02, model), (0.1, balancer)):
+                        for p in module.parameters():
+                            if p.grad is not None:
+                                p.sub_(rate * p.grad)
                 balancer.after_optimizer_step()
             model.load_state_dict(state)
             results.append(steps_out)
@@ -222,3 +223,47 @@ def test_the_float_finish_matches_the_tensor_one(
     expected = torch.stack([torch.tensor(0.0), *own])
     torch.testing.assert_close(found[0], expected)
     torch.testing.assert_close(found[1], expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_other_dtypes(dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = Heads("linear").to(dtype)
+    model.x, model.y = model.x.to(dtype), model.y.to(dtype)
+    pairs = _both(GRADNORMS["plain"], model, monkeypatch, steps=2, weights={"t1": -0.5})
+    tolerance = {"rtol": 2e-2, "atol": 1e-3} if dtype == torch.bfloat16 else {}
+    for (grads_a, used_a), (grads_b, used_b) in zip(pairs[::2], pairs[1::2], strict=True):
+        assert all(v.dtype == dtype for k, v in grads_a.items() if not k.startswith("balancer."))
+        assert_grads_close(grads_a, grads_b, **tolerance)
+        assert used_a == pytest.approx(used_b, rel=tolerance.get("rtol", 1e-6))
+
+
+def test_a_representation_the_losses_do_not_come_from_is_an_error() -> None:
+    torch.manual_seed(0)
+    trunk, heads = nn.Linear(4, 6), [nn.Linear(6, 1) for _ in range(2)]
+    x = torch.randn(8, 4)
+    z = trunk(x)
+    features = trunk(x)  # the losses come from a second evaluation, not from z
+    losses = {f"t{k}": head(features).pow(2).mean() for k, head in enumerate(heads)}
+    with pytest.raises(ValueError, match="no balanced loss is computed from the representation"):
+        GradNorm(layer="representation").apply(losses, representation=z)
+
+
+def test_fixed_losses_along_a_deep_trunk_are_walked_once() -> None:
+    # One fixed loss per block (a regularizer, an MoE balance term): walked as one owner, the
+    # trunk is walked once for all of them, and a read of z shared by fixed losses only is
+    # not a reason to give up.
+    torch.manual_seed(0)
+    blocks = [nn.Linear(6, 6) for _ in range(60)]
+    h = torch.randn(4, 6)
+    fixed = []
+    for block in blocks:
+        h = h + torch.tanh(block(h))
+        fixed.append(h.pow(2).mean())
+    z = h
+    squared = z.pow(2)
+    fixed += [squared.mean(), squared.sum()]
+    heads = [nn.Linear(6, 1) for _ in range(2)]
+    balanced = [head(z).pow(2).mean() for head in heads]
+    capture = find_capture(balanced, fixed, z)
+    assert isinstance(capture, NormCapture)
+    assert sorted(row for uses in capture._nodes.values() for _, row in uses) == [0, 1]

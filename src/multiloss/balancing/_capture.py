@@ -38,12 +38,16 @@ WALK_LIMIT = 2000
 Edges = dict[tuple[Any, int], "int | None"]
 
 
-def edges_into(roots: Sequence[Tensor], z: Tensor) -> Edges | None:
+def edges_into(
+    roots: Sequence[Tensor], z: Tensor, *, grouped_from: int | None = None
+) -> Edges | None:
     """Every edge of the roots' graph that enters ``z``, with the root that owns it.
 
     Each root's graph is walked on its own (the walk stops at ``z``), so an operation reading
-    ``z`` for one root only records that root's index. ``None`` if ``z`` is not produced by an
-    operation, or the walk passes :data:`WALK_LIMIT` nodes.
+    ``z`` for one root only records that root's index. Roots from ``grouped_from`` on count as
+    one owner (index ``grouped_from``) and share one walk: fixed losses, one per block of a
+    deep trunk, would otherwise each walk the trunk below them again. ``None`` if ``z`` is not
+    produced by an operation, or the walk passes :data:`WALK_LIMIT` nodes.
     """
     node = z.grad_fn
     if node is None:
@@ -51,8 +55,11 @@ def edges_into(roots: Sequence[Tensor], z: Tensor) -> Edges | None:
     slot = z.output_nr
     owners: Edges = {}
     walked = 0
+    group: set[Any] = set()
     for index, root in enumerate(roots):
-        seen: set[Any] = set()
+        grouped = grouped_from is not None and index >= grouped_from
+        owner = grouped_from if grouped else index
+        seen = group if grouped else set()
         stack: list[Any] = [] if root.grad_fn is None else [root.grad_fn]
         while stack:
             current = stack.pop()
@@ -71,10 +78,10 @@ def edges_into(roots: Sequence[Tensor], z: Tensor) -> Edges | None:
                 if output != slot:  # another output of the same operation, not z
                     continue
                 key = (current, position)
-                if key in owners and owners[key] != index:
+                if key in owners and owners[key] != owner:
                     owners[key] = None
                 elif key not in owners:
-                    owners[key] = index
+                    owners[key] = owner
     return owners
 
 
@@ -167,23 +174,41 @@ def _on_host(device: torch.device, scale: float | Tensor) -> bool:
 
 
 def _squared_norm(grad: Tensor) -> Tensor:
-    norm: Tensor = torch.linalg.vector_norm(grad.detach(), dtype=torch.float32)
-    return norm.square()
+    """``||grad||^2`` in float32, accumulated in float32 at least (float64 stays float64 until
+    the end: ``vector_norm`` refuses to narrow)."""
+    low = grad.dtype in (torch.float16, torch.bfloat16)
+    norm: Tensor = torch.linalg.vector_norm(grad.detach(), dtype=torch.float32 if low else None)
+    return norm.square().to(torch.float32)
 
 
 def find_capture(
     balanced: Sequence[Tensor], fixed: Sequence[Tensor], z: Tensor
 ) -> NormCapture | None:
     """A :class:`NormCapture` for ``balanced`` at ``z``, or ``None`` if some operation reading
-    ``z`` is shared by two losses (balanced or fixed), or the graph cannot be walked."""
-    edges = edges_into(list(balanced) + list(fixed), z)
+    ``z`` is shared by two balanced losses, or by a balanced and a fixed one (the shares
+    cannot be told apart), or the graph cannot be walked.
+
+    Raises:
+        ValueError: No balanced loss is computed from ``z`` (every norm would read 0): ``z``
+            is not upstream of the losses, e.g. an output of the same compiled graph.
+    """
+    rows = len(balanced)
+    edges = edges_into(list(balanced) + list(fixed), z, grouped_from=rows)
     if edges is None:
         return None
-    rows = len(balanced)
     nodes: dict[Any, list[tuple[int, int]]] = {}
     for (node, position), owner in edges.items():
         if owner is None:
             return None
         if owner < rows:
             nodes.setdefault(node, []).append((position, owner))
+    if not nodes and any(loss.requires_grad for loss in balanced):
+        raise ValueError(
+            "the gradient norms at the representation are asked for, but no balanced loss is "
+            f"computed from the representation (shape {tuple(z.shape)}): its graph never "
+            "passes through it, e.g. because the representation is an output of the same "
+            "compiled graph as the losses. Mark a tensor the losses are computed from "
+            "(multiloss.mark_representation), or measure on the parameters (GradNorm's "
+            "layer='last')"
+        )
     return NormCapture(rows, nodes)

@@ -44,6 +44,14 @@ def _weighted_total(session: _Session, plan: Plan) -> Tensor:
     return total
 
 
+def _weights_as_applied(session: _Session, plan: Plan) -> Tensor:
+    """The balanced losses' weights as :func:`_weighted_total` applies them: rounded to the
+    losses' dtype (bf16 losses get bf16 weights), then float32."""
+    dtypes = {loss.dtype for loss in session.losses}
+    dtype = dtypes.pop() if len(dtypes) == 1 else torch.float32
+    return plan.loss_weights.detach().to(dtype).to(torch.float32)
+
+
 def _rest_total(session: _Session, plan: Plan) -> Tensor | None:
     """What the collected gradients leave out: the fixed losses without a Jacobian row (they
     reach no shared parameter) and ``plan.extra``, times the scale; ``None`` if nothing."""
@@ -160,7 +168,7 @@ def execute(
             if total.requires_grad:
                 total.backward(retain_graph=retain_graph)
         else:
-            with capture.armed(plan.loss_weights, session.scale):
+            with capture.armed(_weights_as_applied(session, plan), session.scale):
                 if total.requires_grad:
                     total.backward(retain_graph=retain_graph)
         if callable(plan.extra):  # built from what the backward pass just computed
