@@ -163,3 +163,23 @@ def test_the_last_layer_is_factored_for_two_losses_and_gives_the_dense_norms(
         results.append(balancer.weights.grad.clone())
     assert found == [1]  # the factored run found the last layer (the dense one never asks)
     torch.testing.assert_close(results[0], results[1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("layer", ["last", "representation"])
+def test_the_logs_show_each_norm_and_its_target(layer: str) -> None:
+    model = Toy()
+    balancer = GradNorm(layer=layer)
+    assert "balance/gradnorm/norm/task0" not in balancer.diagnostics()  # nothing measured yet
+    balancer.apply(model.losses(), step=0, representation=model.z)
+    logged = balancer.diagnostics()
+    names = sorted(model.losses())
+    norms = torch.stack([logged[f"balance/gradnorm/norm/{n}"] for n in names])  # type: ignore[misc]
+    targets = torch.stack([logged[f"balance/gradnorm/target/{n}"] for n in names])  # type: ignore[misc]
+    losses = model.losses()
+    tensor = model.trunk[2].weight if layer == "last" else model.z
+    expected = torch.stack(
+        [torch.autograd.grad(losses[n], tensor, retain_graph=True)[0].norm() for n in names]
+    )
+    torch.testing.assert_close(norms, expected, rtol=1e-5, atol=1e-7)
+    # At the first step every relative rate is 1: the target is the mean of G_i = w_i n_i.
+    torch.testing.assert_close(targets, expected.mean().expand(3), rtol=1e-5, atol=1e-7)

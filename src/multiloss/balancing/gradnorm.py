@@ -97,6 +97,8 @@ class GradNorm(LossWeighting):
         self.weights: nn.Parameter
         self.initial: Tensor
         self.started: Tensor
+        # The last G_i / w_i and targets measured, for the logs (not state: not saved).
+        self._measured: dict[str, Tensor] = {}
         self.setup_known_names()
 
     def setup_state(self, names: tuple[str, ...], device: torch.device) -> None:
@@ -156,6 +158,8 @@ class GradNorm(LossWeighting):
                 relative = values / self.initial.clamp_min(1e-12)
                 rate = relative / relative.mean().clamp_min(1e-12)
                 target = (self.weights * norms).mean() * rate.pow(self.alpha)
+        self._measured["norm"] = norms.detach()
+        self._measured["target"] = target.detach()
         return (self.weights * norms - target).abs().sum()
 
     def _targets(self, values: list[float], norms: list[float]) -> list[float]:
@@ -180,9 +184,16 @@ class GradNorm(LossWeighting):
         self.weights.copy_(positive * (len(self._names) / positive.sum()))
 
     def state_diagnostics(self) -> dict[str, Tensor | float]:
+        """``weight/<loss>``; once measured, ``norm/<loss>`` (the loss's gradient norm on the
+        layer, ``G_i / w_i``) and ``target/<loss>`` (what ``G_i`` is pulled towards)."""
         if self._names is None:
             return {}
-        return {f"weight/{name}": self.weights[i] for i, name in enumerate(self._names)}
+        out: dict[str, Tensor | float] = {
+            f"weight/{name}": self.weights[i] for i, name in enumerate(self._names)
+        }
+        for kind, values in self._measured.items():
+            out.update({f"{kind}/{name}": values[i] for i, name in enumerate(self._names)})
+        return out
 
     def hyperparameters(self) -> dict[str, Any]:
         fields: dict[str, Any] = {"alpha": self.alpha, "layer": self.layer}
