@@ -18,7 +18,8 @@ step. Variants, timed in turn (each round in its own shuffled order) in one proc
 Times are medians over rounds; peak memory (``--memory``) is measured per variant in a fresh
 process as the growth of the peak resident set over the set-up (model, data, imports) during
 three steps; the ``sum`` row is the reference (CPU; the CUDA allocator's
-peak when on a GPU). ``python benchmarks/bench_balancing.py [--quick] [--memory] [--keep-heap]``
+peak when on a GPU). ``python benchmarks/bench_balancing.py [--quick] [--memory] [--keep-heap]
+[--heads mlp]``
 (``--keep-heap``: glibc keeps freed memory, see ``_timing.keep_heap``).
 """
 
@@ -60,16 +61,25 @@ TORCHJD = {  # our name -> torchjd aggregator factory (given T)
 
 
 class Problem(nn.Module):
-    """Trunk of ``depth`` linear layers of ``width``, T linear heads, fixed random data."""
+    """Trunk of ``depth`` linear layers of ``width``, T heads (linear, or ``heads="mlp"``: a
+    ``width``-``width / 2``-1 MLP each), fixed random data."""
 
-    def __init__(self, tasks: int, *, width: int = 512, depth: int = 3, batch: int = 256) -> None:
+    def __init__(
+        self,
+        tasks: int,
+        *,
+        width: int = 512,
+        depth: int = 3,
+        batch: int = 256,
+        heads: str = "linear",
+    ) -> None:
         super().__init__()
         torch.manual_seed(0)
         layers: list[nn.Module] = []
         for _ in range(depth):
             layers += [nn.Linear(width, width), nn.ReLU()]
         self.trunk = nn.Sequential(*layers)
-        self.heads = nn.ModuleList(nn.Linear(width, 1) for _ in range(tasks))
+        self.heads = nn.ModuleList(_head(heads, width) for _ in range(tasks))
         self.x = torch.randn(batch, width)
         self.y = torch.randn(batch, tasks) * torch.logspace(0, 1, tasks)
         self.optimizer = torch.optim.SGD(self.parameters(), lr=1e-6)
@@ -80,6 +90,14 @@ class Problem(nn.Module):
             f"task{i}": F.mse_loss(head(z).squeeze(1), self.y[:, i])
             for i, head in enumerate(self.heads)
         }
+
+
+def _head(kind: str, width: int) -> nn.Module:
+    if kind == "linear":
+        return nn.Linear(width, 1)
+    if kind == "mlp":
+        return nn.Sequential(nn.Linear(width, width // 2), nn.ReLU(), nn.Linear(width // 2, 1))
+    raise ValueError(f"`heads` must be 'linear' or 'mlp'; got {kind!r}")
 
 
 def variants(
@@ -169,13 +187,13 @@ def time_steps(steps: dict[str, Step], rounds: int, warmup: int = 2) -> dict[str
     return interleave(timers, rounds=rounds, warmup=warmup)
 
 
-def peak_memory(tasks: int, variant: str) -> float:
+def peak_memory(tasks: int, variant: str, heads: str = "linear") -> float:
     """MB of peak resident memory that three steps of ``variant`` add to the set-up (model,
     data, imports), measured in a fresh process; compare with the ``sum`` row."""
     code = (
         "import sys, json; sys.path[:0] = sys.argv[1:3]; "
         "from benchmarks.bench_balancing import _measure; "
-        f"print(json.dumps(_measure({tasks}, {variant!r})))"
+        f"print(json.dumps(_measure({tasks}, {variant!r}, {heads!r})))"
     )
     root = Path(__file__).resolve().parents[1]
     result = subprocess.run(
@@ -200,9 +218,9 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux
 
 
-def _measure(tasks: int, variant: str) -> float:
+def _measure(tasks: int, variant: str, heads: str = "linear") -> float:
     torch.set_num_threads(2)
-    problem = Problem(tasks)
+    problem = Problem(tasks, heads=heads)
     methods = [variant.split("/")[1]] if "/" in variant else []
     steps = variants(problem, methods, True, dense=variant.startswith("ours-dense"))
     # No warm-up step: the allocator would keep its pages and hide the variant's own peak.
@@ -219,12 +237,13 @@ def run(
     rounds: int | None = None,
     tasks_list: tuple[int, ...] | None = None,
     dense: bool = False,
+    heads: str = "linear",
 ) -> list[dict]:
     """Rows of the table: one per (T, method, implementation)."""
     torch.set_num_threads(min(threads, os.cpu_count() or 1))
     rows: list[dict] = []
     for tasks in tasks_list or ((2, 8) if quick else (2, 4, 8)):
-        problem = Problem(tasks)
+        problem = Problem(tasks, heads=heads)
         count = rounds or (5 if quick else 15)
         medians = time_steps(variants(problem, METHODS, True, dense), rounds=count)
         base = {"T": tasks}
@@ -244,7 +263,7 @@ def run(
         if memory:
             for row in rows:
                 if row["T"] == tasks:
-                    row["peak MB"] = peak_memory(tasks, row["case"])
+                    row["peak MB"] = peak_memory(tasks, row["case"], heads)
     return rows
 
 
@@ -331,6 +350,9 @@ def main() -> None:
     parser.add_argument(
         "--dense", action="store_true", help="also ours with every Jacobian row formed"
     )
+    parser.add_argument(
+        "--heads", choices=("linear", "mlp"), default="linear", help="a linear layer or an MLP"
+    )
     args = parser.parse_args()
     if args.keep_heap and not keep_heap():
         print("--keep-heap: not glibc, ignored")
@@ -339,7 +361,9 @@ def main() -> None:
         rows = breakdown()
     else:
         tasks = tuple(args.tasks) if args.tasks else None
-        rows = run(args.quick, args.memory, args.threads, args.rounds, tasks, args.dense)
+        rows = run(
+            args.quick, args.memory, args.threads, args.rounds, tasks, args.dense, args.heads
+        )
     keys = list(dict.fromkeys(k for row in rows for k in row))
     print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
     for row in rows:

@@ -14,7 +14,9 @@ Three cases, each with a single pass over the trunk:
 * gradient level, representation ``z``: one backward pass of the weighted sum, with a correction
   injected at ``z`` so that what flows into the trunk is the method's update instead of the plain
   sum's gradient (``d_z - sum_i w_i dL_i/dz``); fixed losses and everything off the ``z`` path
-  keep their ordinary gradient.
+  keep their ordinary gradient. Where the per-loss passes at ``z`` also took the heads'
+  gradients (``_heads``), the final pass starts at ``z`` with the update instead, plus the
+  fixed losses, and runs no head again.
 """
 
 from __future__ import annotations
@@ -52,11 +54,12 @@ def _weights_as_applied(session: _Session, plan: Plan) -> Tensor:
     return plan.loss_weights.detach().to(dtype).to(torch.float32)
 
 
-def _rest_total(session: _Session, plan: Plan) -> Tensor | None:
+def _rest_total(session: _Session, plan: Plan, *, every_fixed: bool = False) -> Tensor | None:
     """What the collected gradients leave out: the fixed losses without a Jacobian row (they
-    reach no shared parameter) and ``plan.extra``, times the scale; ``None`` if nothing."""
+    reach no shared parameter; ``every_fixed``: all of them, at the representation, which
+    has no fixed rows) and ``plan.extra``, times the scale; ``None`` if nothing."""
     rest = plan.extra if isinstance(plan.extra, Tensor) else None
-    in_rows = set(session.fixed_in_rows)
+    in_rows = set() if every_fixed else set(session.fixed_in_rows)
     for k, (loss, weight) in enumerate(
         zip(session.fixed_losses, session.fixed_weights, strict=True)
     ):
@@ -210,9 +213,28 @@ def execute(
             torch.autograd.backward(total, inputs=inputs, retain_graph=retain_graph)
         return diagnostics
 
-    total = _weighted_total(session, plan)
     z = session.require_representation()
     jacobian, _ = session.jacobian("representation")
+    if session.collected is not None:
+        # The per-loss passes gave the heads their gradients: the final pass only sends the
+        # update into the trunk from z, with the fixed losses' and extra's ordinary gradient.
+        _add_collected(session, plan, [])
+        if isinstance(update, Tensor):
+            sent = jacobian.combine(update.to(torch.float32))[0]
+        else:
+            sent = update[0]
+        sent = sent.reshape(z.shape).to(z.dtype)
+        if not is_unit_scale(session.scale):
+            sent = sent * session.scale
+        rest = _rest_total(session, plan, every_fixed=True)
+        if rest is None:
+            z.backward(sent, retain_graph=retain_graph)
+        else:
+            torch.autograd.backward(
+                [rest, z], [torch.ones_like(rest), sent], retain_graph=retain_graph
+            )
+        return diagnostics
+    total = _weighted_total(session, plan)
     if isinstance(update, Tensor):  # J^T update - J^T weights in one pass over the rows
         difference = update.to(torch.float32) - plan.loss_weights.to(torch.float32)
         correction = jacobian.combine(difference)[0]

@@ -176,6 +176,12 @@ class Balancer(nn.Module):
         graph and give the task-specific parameters their gradients themselves."""
         return True
 
+    def _heads_at_representation(self) -> bool:
+        """Whether this call's plan is surely a gradient-level one at the representation
+        (its final pass then only sends the update into the trunk from ``z``), so the
+        per-loss passes at ``z`` may give the heads their gradients themselves."""
+        return False
+
     def setup_known_names(self) -> None:
         """Create the per-loss state now if ``balance=`` lists exact names; subclasses with
         ``per_loss_state`` call this at the end of ``__init__``."""
@@ -243,6 +249,7 @@ class Balancer(nn.Module):
             diagnostics=bool(diagnostics),
             engine=self._engine,
             graph_done_after_jacobian=not self._needs_graph_after_jacobian(),
+            heads_at_representation=self._heads_at_representation(),
         )
         ctx = BalanceContext(
             session,

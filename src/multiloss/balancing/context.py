@@ -25,6 +25,7 @@ from multiloss.balancing._factored import (
     find_factored_input,
     has_grad_hooks,
 )
+from multiloss.balancing._heads import heads_above
 from multiloss.balancing._jacobian import (
     Collected,
     Engine,
@@ -77,6 +78,17 @@ def _hooks_suspended(z: Tensor | None) -> Iterator[None]:
         hooks.update(saved)
 
 
+def _watched(tensors: Sequence[Tensor]) -> bool:
+    """Whether something watches how the ``.grad`` of one of ``tensors`` is written (or one is
+    not a leaf): gradient hooks, post-accumulate hooks."""
+    return any(
+        not tensor.is_leaf
+        or has_grad_hooks(tensor)
+        or getattr(tensor, "_post_accumulate_grad_hooks", None)
+        for tensor in tensors
+    )
+
+
 class _Session:
     """The state of one ``apply`` call, shared by the contexts of every wrapper level."""
 
@@ -95,6 +107,7 @@ class _Session:
         diagnostics: bool,
         engine: Engine,
         graph_done_after_jacobian: bool = False,
+        heads_at_representation: bool = False,
     ) -> None:
         self.owner = owner
         self.names = names
@@ -109,6 +122,8 @@ class _Session:
         self.engine = engine  # the balancer's, kept across calls
         # Nothing but execute() follows the parameter-level Jacobian (see take_others).
         self.graph_done_after_jacobian = graph_done_after_jacobian
+        # A representation-level gradient method follows its Jacobian (see take_heads).
+        self.heads_at_representation = heads_at_representation
         self._took_buffers = False
         self._graph: GraphInfo | None = None
         self._others: tuple[Tensor, ...] | None = None
@@ -200,14 +215,18 @@ class _Session:
         ):
             return ()
         others = self.others()
-        for tensor in others:
-            if (
-                not tensor.is_leaf
-                or has_grad_hooks(tensor)
-                or getattr(tensor, "_post_accumulate_grad_hooks", None)
-            ):
-                return ()
-        return others
+        return () if _watched(others) else others
+
+    def take_heads(self, z: Tensor) -> tuple[Tensor, ...]:
+        """The parameters above the representation, if the per-loss passes at ``z`` may take
+        their gradients too (``_heads``): the balanced losses reach the trunk only through
+        ``z``, the plan will be a gradient-level one at the representation (whose final pass
+        then only sends the update into the trunk from ``z``), a single process, and no hook
+        watching how their ``.grad`` is written (as :meth:`take_others`)."""
+        if not self.heads_at_representation or len(self.losses) < 2 or world_size() > 1:
+            return ()
+        heads = heads_above(self.losses, z)
+        return () if _watched(heads) else heads
 
     def norm_capture(self) -> NormCapture | None:
         """The hooks that will read each balanced loss's gradient norm at the representation
@@ -231,6 +250,7 @@ class _Session:
         factor: bool = True,
         others: tuple[Tensor, ...] = (),
         update: bool = True,
+        take_heads: bool = False,
     ) -> Jacobian:
         """Per-output gradients; ``batched=False`` when each output has its own small graph
         to the inputs (a head on the representation): batching would run every head for
@@ -238,8 +258,10 @@ class _Session:
         ``factor``: keep the gradients of linear layers' weights (or of a representation read
         only by linear heads) factored where it pays. ``others``: tensors whose gradients
         the per-loss passes also take, into :attr:`collected` (if the loop runs; the loop
-        then frees the graph as it ends). ``update``: whether the update will be built from
-        these rows (it decides where factoring pays)."""
+        then frees the graph as it ends, except at the representation, whose final pass still
+        runs through the trunk). ``update``: whether the update will be built from these rows
+        (it decides where factoring pays). ``take_heads``: at the representation, take the
+        heads' gradients too where the loop runs and :meth:`take_heads` allows it."""
         # On a CPU the loop of backward passes is faster than the batched one (vmap's batched
         # matmuls run below the BLAS rate of T plain ones: 40.6 vs 47.7 ms for 8 losses on the
         # 3x512 benchmark trunk, parity at 2), so the batched pass is the default elsewhere only.
@@ -249,12 +271,15 @@ class _Session:
         factored = self._factored(outputs, inputs, update) if factor and not attempt else {}
         targets, spans = factored_targets(inputs, factored)
         representation = any(t is self.representation for t in inputs)
+        if take_heads and representation and not factored and not attempt:
+            # Single linear heads (factored) cost little to run again; deeper ones do.
+            others = self.take_heads(inputs[0])
         collected: Collected = []
         with _hooks_suspended(self.representation if representation else None):
             blocks, batch_ok = gradients_at(
                 outputs,
                 targets,
-                retain_graph=not others,
+                retain_graph=representation or not others,
                 grad_scale=self.scale,
                 batched=attempt,
                 out=None if attempt else self._buffers(len(outputs), targets),
@@ -336,7 +361,7 @@ class _Session:
         result: tuple[Jacobian, list[float]]
         if level == "representation":
             z = self.require_representation()
-            result = (self._gradients(self.losses, [z], batched=False), [])
+            result = (self._gradients(self.losses, [z], batched=False, take_heads=True), [])
         else:
             tensors = self.shared() if len(self.losses) > 1 else self.diagnostic_tensors()
             fixed, coefficients = self.fixed_rows(tensors, individual=self.diagnostics)

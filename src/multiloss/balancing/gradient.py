@@ -109,12 +109,14 @@ class GradientBalancer(Balancer):
     def hyperparameters(self) -> dict[str, object]:
         return {"level": self.level} if self.level != "parameters" else {}
 
-    def _needs_graph_after_jacobian(self) -> bool:
+    def _weighs_only(self) -> bool:
         # A method that only weighs the Gramian sees nothing after its Jacobian but execute();
         # one that overrides combine() or plan() may ask for more (ctx.jacobian_of).
         cls = type(self)
-        return not (
-            self.level == "parameters"
-            and cls.combine is GradientBalancer.combine
-            and cls.plan is GradientBalancer.plan
-        )
+        return cls.combine is GradientBalancer.combine and cls.plan is GradientBalancer.plan
+
+    def _needs_graph_after_jacobian(self) -> bool:
+        return not (self.level == "parameters" and self._weighs_only())
+
+    def _heads_at_representation(self) -> bool:
+        return self.level == "representation" and self._weighs_only()
