@@ -12,7 +12,9 @@ step. Variants, timed in turn (each round in its own shuffled order) in one proc
 * ``ours-dense`` (``--dense``): the same with ``use_factored_gradients(False)``: every
   Jacobian row formed, as before linear layers were kept factored;
 * ``ours-rep``: ``Method(level="representation")`` (per-loss gradients w.r.t. the trunk
-  output only, then one backward pass);
+  output only, then one backward pass); with ``--heads mlp`` also ``ours-rep-twice``, the same
+  with every head run backward again in the final pass (the route where the heads' gradients
+  cannot come from the per-loss passes);
 * ``torchjd``: ``mtl_backward(losses, features=z)`` then ``jac_to_grad(shared, Aggregator())``.
 
 Times are medians over rounds; peak memory (``--memory``) is measured per variant in a fresh
@@ -33,7 +35,8 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -41,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from multiloss import balancing as mb
+from multiloss.balancing import context as mb_context
 
 try:  # run as a module of the benchmarks package, or as a script
     from benchmarks._timing import KEEP_HEAP_HELP, interleave, keep_heap
@@ -92,6 +96,16 @@ class Problem(nn.Module):
         }
 
 
+@contextmanager
+def _heads_run_again() -> Iterator[None]:
+    real = mb_context.heads_above
+    mb_context.heads_above = lambda *args: ()  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        mb_context.heads_above = real
+
+
 def _head(kind: str, width: int) -> nn.Module:
     if kind == "linear":
         return nn.Linear(width, 1)
@@ -101,10 +115,16 @@ def _head(kind: str, width: int) -> nn.Module:
 
 
 def variants(
-    problem: Problem, methods: list[str], torchjd: bool, dense: bool = False
+    problem: Problem,
+    methods: list[str],
+    torchjd: bool,
+    dense: bool = False,
+    twice: bool = False,
 ) -> dict[str, Step]:
     """Every variant as a closure performing one full step (``dense``: also ours with every
-    Jacobian row formed, ``use_factored_gradients(False)``)."""
+    Jacobian row formed, ``use_factored_gradients(False)``; ``twice``: also the representation
+    level running every head again in its final pass, the route taken where the losses reach
+    the trunk around ``z``)."""
     shared = list(problem.trunk.parameters())
     out: dict[str, Step] = {}
 
@@ -140,14 +160,22 @@ def variants(
     levels = [("parameters", ""), ("representation", "-rep")]
     if dense:
         levels.append(("parameters", "-dense"))
+    if twice:
+        levels.append(("representation", "-rep-twice"))
     for name in methods:
         for level, suffix in levels:
             balancer = getattr(mb, name)(level=level)
             if suffix == "-dense":
                 balancer.use_factored_gradients(False)
 
-            def apply(z: torch.Tensor, losses: dict[str, torch.Tensor], b: mb.Balancer = balancer):
-                b.apply(losses, step=0, representation=z)
+            def apply(
+                z: torch.Tensor,
+                losses: dict[str, torch.Tensor],
+                b: mb.Balancer = balancer,
+                again: bool = suffix == "-rep-twice",
+            ) -> None:
+                with _heads_run_again() if again else nullcontext():
+                    b.apply(losses, step=0, representation=z)
                 b.after_optimizer_step()
 
             out[f"ours{suffix}/{name}"] = step_with(apply)
@@ -245,12 +273,13 @@ def run(
     for tasks in tasks_list or ((2, 8) if quick else (2, 4, 8)):
         problem = Problem(tasks, heads=heads)
         count = rounds or (5 if quick else 15)
-        medians = time_steps(variants(problem, METHODS, True, dense), rounds=count)
+        twice = heads != "linear"  # single linear heads keep the older route anyway
+        medians = time_steps(variants(problem, METHODS, True, dense, twice), rounds=count)
         base = {"T": tasks}
         for name in ("sum", "loop"):
             rows.append({**base, "case": name, "ms": 1e3 * medians[name]})
         for name in METHODS:
-            for impl in ("ours", "ours-dense", "ours-rep", "torchjd"):
+            for impl in ("ours", "ours-dense", "ours-rep", "ours-rep-twice", "torchjd"):
                 key = f"{impl}/{name}"
                 if key not in medians:
                     continue
