@@ -99,7 +99,7 @@ class Problem(nn.Module):
 @contextmanager
 def _heads_run_again() -> Iterator[None]:
     real = mb_context.heads_above
-    mb_context.heads_above = lambda *args: ()  # type: ignore[assignment]
+    mb_context.heads_above = lambda *args: None  # type: ignore[assignment]
     try:
         yield
     finally:

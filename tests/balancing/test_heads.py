@@ -59,7 +59,7 @@ def _step(
 ) -> tuple[dict[str, Tensor], dict[str, float], list[int]]:
     with monkeypatch.context() as patch:
         if not heads:
-            patch.setattr(context_module, "heads_above", lambda *a: ())
+            patch.setattr(context_module, "heads_above", lambda *a: None)
         model = Deep()
         balancer = make()
         used: dict[str, float] = {}
@@ -112,7 +112,7 @@ def test_a_hook_on_the_representation_acts_on_the_update_once(
     for index, heads in enumerate((True, False)):
         with monkeypatch.context() as patch:
             if not heads:
-                patch.setattr(context_module, "heads_above", lambda *a: ())
+                patch.setattr(context_module, "heads_above", lambda *a: None)
             model = Deep()
             losses = model.losses()
             model.z.register_hook(lambda g, out=seen[index]: out.append(g.clone()) or 2 * g)  # type: ignore[func-returns-value]
@@ -127,13 +127,29 @@ def test_what_is_above_the_representation() -> None:
     trunk, heads = nn.Linear(3, 4), [nn.Sequential(nn.Linear(4, 2), nn.Tanh()) for _ in range(2)]
     z = trunk(torch.randn(5, 3))
     losses = [head(z).sum() for head in heads]
-    above = heads_above(losses, z)
-    assert {id(t) for t in above} == {id(p) for head in heads for p in head.parameters()}
+    found = heads_above(losses, [], z)
+    assert found is not None
+    assert found.private
+    assert {id(t) for t in found.leaves} == {id(p) for h in heads for p in h.parameters()}
     # A loss that reaches the trunk around z, or a weight tied between a head and the trunk.
-    assert heads_above([losses[0], trunk.bias.sum()], z) == ()
+    assert heads_above([losses[0], trunk.bias.sum()], [], z) is None
     tied = torch.tanh(z @ trunk.weight).sum()  # trunk.weight is 4 x 3: used above z as well
-    assert heads_above([losses[0], tied], z) == ()
-    assert heads_above(losses, z.detach().requires_grad_()) == ()  # z a leaf
+    assert heads_above([losses[0], tied], [], z) is None
+    assert heads_above(losses, [], z.detach().requires_grad_()) is None  # z a leaf
+    # Another output of the operation that made z is not z: its reader reaches the trunk.
+    first, second = trunk(torch.randn(5, 3)).chunk(2, dim=1)
+    assert heads_above([first.sum(), (first + second).sum()], [], first) is None
+    # An operation above z read by two losses (or by a fixed one): found, not private.
+    shared = nn.Linear(4, 2)(z)
+    assert heads_above([shared[:, 0].sum(), shared[:, 1].sum()], [], z).private is False  # type: ignore[union-attr]
+    out = heads[0](z)
+    found = heads_above([out.sum(), losses[1]], [out.mean()], z)  # a fixed loss reads out too
+    assert found is not None
+    assert not found.private
+    assert heads_above(losses, [heads[0](z).mean()], z).private  # type: ignore[union-attr]
+    # A loss that is a leaf is its own parameter.
+    p = nn.Parameter(torch.tensor(1.0))
+    assert any(t is p for t in heads_above([losses[0], p], [], z).leaves)  # type: ignore[union-attr]
 
 
 def test_a_watched_head_or_a_tied_weight_keeps_the_final_pass(
@@ -149,6 +165,69 @@ def test_a_watched_head_or_a_tied_weight_keeps_the_final_pass(
         lambda self, z: passes.append(real(self, z)) or passes[-1],
     )
     mb.UPGrad(level="representation", balance="t*").apply(model.losses(), representation=model.z)
-    assert passes == [()]
+    assert passes == [((), False)]
     assert model.hidden_passes == [2, 2, 2]
     assert model.last[1].weight.grad is not None
+
+
+class Shared(nn.Module):
+    """Harder shapes: a layer above z shared by two losses, two offsets added to one loss
+    (autograd hands them one gradient buffer), a loss that is a parameter, and z one output
+    of a chunk whose other output a fixed loss reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.trunk = nn.Linear(5, 16)
+        self.common = nn.Linear(8, 8)  # above z, read by t0 and t1
+        self.outs = nn.ModuleList(nn.Linear(8, 1) for _ in range(3))
+        self.b1, self.b2 = nn.Parameter(torch.zeros(10, 8)), nn.Parameter(torch.zeros(10, 8))
+        self.free = nn.Parameter(torch.tensor(0.5))
+        self.x = torch.randn(10, 5)
+        self.y = torch.randn(10, 3)
+
+    def losses(self) -> dict[str, Tensor]:
+        z, side = self.trunk(self.x).chunk(2, dim=1)
+        self.z = z
+        common = torch.tanh(self.common(z))
+        t2 = torch.tanh(z + self.b1 + self.b2)
+        return {
+            "t0": (self.outs[0](common).squeeze(1) - self.y[:, 0]).pow(2).mean(),
+            "t1": (self.outs[1](common).squeeze(1) - self.y[:, 1]).pow(2).mean(),
+            "t2": (self.outs[2](t2).squeeze(1) - self.y[:, 2]).pow(2).mean(),
+            "t3": self.free * 1.0,
+            "side": side.pow(2).mean(),
+        }
+
+
+class MethodHeads(mb.UPGrad):
+    head_weights = "method"
+
+
+@pytest.mark.parametrize("make", [mb.UPGrad, MethodHeads], ids=["fixed-heads", "method-heads"])
+def test_shared_layers_offsets_a_leaf_loss_and_accumulation(
+    make: Callable[..., mb.Balancer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    results = []
+    for heads in (True, False):
+        with monkeypatch.context() as patch:
+            if not heads:
+                patch.setattr(context_module, "heads_above", lambda *a: None)
+            model = Shared()
+            balancer = make(level="representation", balance="t*")
+            for _ in range(2):  # two micro-batches: the second adds to .grad
+                balancer.apply(model.losses(), {"t1": -0.5, "side": 0.3}, representation=model.z)
+            results.append(grads(model))
+            assert model.b1.grad is not model.b2.grad  # never one tensor for two parameters
+    assert_grads_close(results[0], results[1], rtol=1e-5, atol=1e-7)
+
+
+def test_the_heads_are_freed_during_the_call() -> None:
+    model = Deep()
+    losses = model.losses(fixed=False)
+    hidden = torch.relu(model.first[0](model.z))  # a fresh read: not part of the losses
+    mb.UPGrad(level="representation").apply(losses, representation=model.z)
+    # Each per-loss pass freed its head: going through one again fails, as after any backward.
+    with pytest.raises(RuntimeError, match="second time"):
+        torch.autograd.grad(losses["t0"], model.last[0].weight)
+    assert hidden.requires_grad

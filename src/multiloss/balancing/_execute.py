@@ -86,6 +86,7 @@ def _add_collected(session: _Session, plan: Plan, fixed_coefficients: Sequence[f
     # On the CPU (where the loop runs) the weights are read for free: a weight of exactly 1
     # (Sum's, or a fixed weight of 1) then needs no product.
     host = weights.tolist() if weights.device.type == "cpu" else None
+    handed: set[int] = set()  # storages already given to a .grad in this call
     for tensor, pairs in zip(tensors, collected, strict=True):
         value: Tensor | None = None
         for row, grad in pairs:
@@ -97,7 +98,14 @@ def _add_collected(session: _Session, plan: Plan, fixed_coefficients: Sequence[f
         if value is None:
             continue
         if tensor.grad is None:
-            tensor.grad = _in_layout_of(tensor, value)
+            value = _in_layout_of(tensor, value)
+            # Autograd may return one buffer for several inputs (``z + b1 + b2``): two
+            # parameters must never share a .grad (accumulation, clipping would act twice).
+            storage = value.untyped_storage().data_ptr()
+            if storage in handed:
+                value = value.clone()
+            handed.add(storage)
+            tensor.grad = value
         else:
             tensor.grad.add_(value)
 

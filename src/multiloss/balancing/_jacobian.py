@@ -146,6 +146,7 @@ def _loop(
     out: Sequence[Tensor] | None = None,
     extra: Sequence[Tensor] = (),
     collected: Collected | None = None,
+    free_each: bool = False,
 ) -> list[Tensor]:
     # Each gradient is copied into its row as soon as it exists, so the peak is the blocks
     # plus one gradient, not twice the blocks (a list of rows, then a stacked copy).
@@ -166,7 +167,8 @@ def _loop(
                 output,
                 inputs + extra,
                 grad_outputs=_seed(output, grad_scale),
-                retain_graph=retain_graph or index < last,
+                # free_each: the passes share no operation (heads above z): each frees its own.
+                retain_graph=not free_each and (retain_graph or index < last),
                 allow_unused=True,  # unused: None, a zero row (materialize_grads refuses edges)
             )
             for found, grad in zip(pairs, grads[len(inputs) :], strict=True):
@@ -272,6 +274,7 @@ def gradients_at(
     out: Sequence[Tensor] | None = None,
     extra: Sequence[Tensor] = (),
     collected: Collected | None = None,
+    free_each: bool = False,
 ) -> tuple[list[Tensor], bool]:
     """:func:`per_loss_gradients` for targets (tensors or graph edges).
 
@@ -284,7 +287,8 @@ def gradients_at(
     parameters, which then need no backward pass of their own), put in ``collected`` as
     ``(row, gradient)`` pairs per tensor. Only the loop does: ``collected`` is left empty by
     the other routes, which then keep the graph whatever ``retain_graph`` says (the caller
-    still has the other parameters' backward pass to run).
+    still has the other parameters' backward pass to run). ``free_each``: the loop's passes
+    share no operation, so each may free what it ran (the heads above a representation).
     """
     if not outputs or not targets:
         raise ValueError(
@@ -322,7 +326,10 @@ def gradients_at(
                 RuntimeWarning,
                 stacklevel=3,
             )
-            return _loop(outputs, targets, grad_scale, retain_graph, out, extra, collected), False
+            return (
+                _loop(outputs, targets, grad_scale, retain_graph, out, extra, collected, free_each),
+                False,
+            )
         blocks: list[Tensor] = []
         for grad, target in zip(grads, targets, strict=True):
             if grad is None:  # no loss depends on it
@@ -331,7 +338,10 @@ def gradients_at(
                 grad = grad.expand(rows, *target.shape)
             blocks.append(grad.to(target.dtype))
         return blocks, True
-    return _loop(outputs, targets, grad_scale, retain_graph, out, extra, collected), batched
+    return (
+        _loop(outputs, targets, grad_scale, retain_graph, out, extra, collected, free_each),
+        batched,
+    )
 
 
 class Engine:

@@ -217,16 +217,20 @@ class _Session:
         others = self.others()
         return () if _watched(others) else others
 
-    def take_heads(self, z: Tensor) -> tuple[Tensor, ...]:
+    def take_heads(self, z: Tensor) -> tuple[tuple[Tensor, ...], bool]:
         """The parameters above the representation, if the per-loss passes at ``z`` may take
         their gradients too (``_heads``): the balanced losses reach the trunk only through
         ``z``, the plan will be a gradient-level one at the representation (whose final pass
         then only sends the update into the trunk from ``z``), a single process, and no hook
-        watching how their ``.grad`` is written (as :meth:`take_others`)."""
+        watching how their ``.grad`` is written (as :meth:`take_others`). Also whether each
+        per-loss pass may free what it ran (no operation above ``z`` shared by two losses, and
+        no diagnostics, whose per-loss passes come later in the call)."""
         if not self.heads_at_representation or len(self.losses) < 2 or world_size() > 1:
-            return ()
-        heads = heads_above(self.losses, z)
-        return () if _watched(heads) else heads
+            return (), False
+        found = heads_above(self.losses, self.fixed_losses, z)
+        if found is None or _watched(found.leaves):
+            return (), False
+        return found.leaves, found.private and not self.diagnostics
 
     def norm_capture(self) -> NormCapture | None:
         """The hooks that will read each balanced loss's gradient norm at the representation
@@ -271,9 +275,10 @@ class _Session:
         factored = self._factored(outputs, inputs, update) if factor and not attempt else {}
         targets, spans = factored_targets(inputs, factored)
         representation = any(t is self.representation for t in inputs)
+        free_each = False
         if take_heads and representation and not factored and not attempt:
             # Single linear heads (factored) cost little to run again; deeper ones do.
-            others = self.take_heads(inputs[0])
+            others, free_each = self.take_heads(inputs[0])
         collected: Collected = []
         with _hooks_suspended(self.representation if representation else None):
             blocks, batch_ok = gradients_at(
@@ -285,6 +290,7 @@ class _Session:
                 out=None if attempt else self._buffers(len(outputs), targets),
                 extra=others,
                 collected=collected if others else None,
+                free_each=free_each and bool(others),
             )
         if others and len(collected) == len(others):
             self.collected = (others, collected)
