@@ -35,9 +35,10 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from unittest.mock import patch
 
 import torch
 import torch.nn.functional as F
@@ -96,14 +97,10 @@ class Problem(nn.Module):
         }
 
 
-@contextmanager
-def _heads_run_again() -> Iterator[None]:
-    real = mb_context.heads_above
-    mb_context.heads_above = lambda *args: None  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        mb_context.heads_above = real
+def _heads_run_again() -> AbstractContextManager[object]:
+    """The representation level as it runs where the losses reach the trunk around ``z``:
+    every head run backward again in the final pass."""
+    return patch.object(mb_context, "heads_above", lambda *args: None)
 
 
 def _head(kind: str, width: int) -> nn.Module:

@@ -20,10 +20,11 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from pathlib import Path
+from unittest.mock import patch
 
 import torch
 from torch import nn
@@ -97,16 +98,10 @@ def _head(kind: str) -> nn.Module:
     return nn.Sequential(nn.Linear(WIDTH, WIDTH // 2), nn.ReLU(), nn.Linear(WIDTH // 2, 1))
 
 
-@contextmanager
-def _per_loss_pass() -> Iterator[None]:
+def _per_loss_pass() -> AbstractContextManager[object]:
     """GradNorm as it runs where a head is shared by two losses: the norms at the
     representation from a per-loss pass before the backward pass, not read during it."""
-    real = context_module.find_capture
-    context_module.find_capture = lambda *args: None  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        context_module.find_capture = real
+    return patch.object(context_module, "find_capture", lambda *args: None)
 
 
 AGAIN = "sum(losses).backward(), again (A/A)"
