@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -428,3 +429,63 @@ def test_bad_model_optimizer_and_fit_arguments() -> None:
         trainer.fit([], steps=1)
     with pytest.raises(TypeError, match="`data` must be an iterable of batches"):
         trainer.fit(3, steps=1)  # type: ignore[arg-type]
+
+
+class _MultiHead(torch.nn.Module):
+    """A trunk, a marked representation, two-layer heads and an emitted regularizer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.trunk = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh())
+        self.heads = torch.nn.ModuleList(
+            torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+            for _ in range(3)
+        )
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        z = ml.mark_representation(self.trunk(x))
+        ml.add_loss("reg", z.pow(2).mean(), weight=0.01)
+        return {
+            f"task{k}": (head(z).squeeze(-1) - (k + 1) * y).pow(2).mean()
+            for k, head in enumerate(self.heads)
+        }
+
+
+@pytest.mark.parametrize(
+    ("make", "route"),
+    [
+        (lambda: ml.balancing.GradNorm(layer="representation", balance="task*"), "find_capture"),
+        (lambda: ml.balancing.UPGrad(level="representation", balance="task*"), "heads_above"),
+    ],
+    ids=["gradnorm-norms-from-the-backward-pass", "upgrad-heads-run-once"],
+)
+def test_representation_routes_train_like_the_older_ones(
+    make: Callable[[], ml.balancing.Balancer], route: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trainer with gradient accumulation: each faster route of the representation level
+    ends where the older route ends (parameters, balancer state, logged losses)."""
+    from multiloss.balancing import context as context_module
+
+    real = getattr(context_module, route)
+    found: list[object] = []
+    ends = []
+    for faster in (True, False):
+        with monkeypatch.context() as patch:
+            if faster:  # and record that the route was found, not silently skipped
+                patch.setattr(context_module, route, lambda *a: found.append(real(*a)) or found[-1])
+            else:
+                patch.setattr(context_module, route, lambda *a: None)
+            model, balancer = _MultiHead(), make()
+            trainer = make_trainer(model, balancer=balancer, accumulate=2, log_every=2)
+            trainer.fit(regression_batches(count=8), steps=4)
+            state = {**model.state_dict(), **balancer.state_dict()}
+            ends.append(({k: v for k, v in state.items() if isinstance(v, torch.Tensor)}, trainer))
+    assert found  # one per micro-batch
+    assert all(result is not None for result in found)
+    (state_a, trainer_a), (state_b, trainer_b) = ends
+    torch.testing.assert_close(state_a, state_b, rtol=1e-5, atol=1e-6)
+    rows_a, rows_b = trainer_a.history.train, trainer_b.history.train
+    assert len(rows_a) == len(rows_b) == 2
+    for row_a, row_b in zip(rows_a, rows_b, strict=True):
+        assert row_a["loss/task0"] == pytest.approx(row_b["loss/task0"], rel=1e-5)
