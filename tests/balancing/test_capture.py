@@ -15,7 +15,8 @@ from torch import Tensor, nn
 from multiloss.balancing import Balancer, GradNorm, Normalize, Plan, Scheduled
 from multiloss.balancing import _capture as capture_module
 from multiloss.balancing import context as context_module
-from multiloss.balancing._capture import NormCapture, edges_into, find_capture
+from multiloss.balancing._capture import NormCapture, find_capture
+from multiloss.balancing._walk import edges_into
 from tests.balancing.properties import Toy, assert_grads_close, grads
 
 

@@ -26,63 +26,9 @@ import torch
 from torch import Tensor
 
 from multiloss.balancing._jacobian import is_unit_scale
+from multiloss.balancing._walk import edges_into
 
-__all__ = ["NormCapture", "edges_into", "find_capture"]
-
-#: Nodes walked from the losses down to the representation before giving up (a loss that
-#: reaches the trunk around ``z`` would otherwise send the walk through the whole trunk).
-WALK_LIMIT = 2000
-
-#: ``(node, operand position)`` of each edge into ``z`` -> the one root that reaches it, or
-#: ``None`` when several do; in order of discovery.
-Edges = dict[tuple[Any, int], "int | None"]
-
-
-def edges_into(
-    roots: Sequence[Tensor], z: Tensor, *, grouped_from: int | None = None
-) -> Edges | None:
-    """Every edge of the roots' graph that enters ``z``, with the root that owns it.
-
-    Each root's graph is walked on its own (the walk stops at ``z``), so an operation reading
-    ``z`` for one root only records that root's index. Roots from ``grouped_from`` on count as
-    one owner (index ``grouped_from``) and share one walk: fixed losses, one per block of a
-    deep trunk, would otherwise each walk the trunk below them again. ``None`` if ``z`` is not
-    produced by an operation, or the walk passes :data:`WALK_LIMIT` nodes.
-    """
-    node = z.grad_fn
-    if node is None:
-        return None
-    slot = z.output_nr
-    owners: Edges = {}
-    walked = 0
-    group: set[Any] = set()
-    for index, root in enumerate(roots):
-        grouped = grouped_from is not None and index >= grouped_from
-        owner = grouped_from if grouped else index
-        seen = group if grouped else set()
-        stack: list[Any] = [] if root.grad_fn is None else [root.grad_fn]
-        while stack:
-            current = stack.pop()
-            if current in seen or current is node:
-                continue
-            seen.add(current)
-            walked += 1
-            if walked > WALK_LIMIT:
-                return None
-            for position, (child, output) in enumerate(current.next_functions):
-                if child is None:
-                    continue
-                if child is not node:
-                    stack.append(child)
-                    continue
-                if output != slot:  # another output of the same operation, not z
-                    continue
-                key = (current, position)
-                if key in owners and owners[key] != owner:
-                    owners[key] = None
-                elif key not in owners:
-                    owners[key] = owner
-    return owners
+__all__ = ["NormCapture", "find_capture"]
 
 
 class NormCapture:

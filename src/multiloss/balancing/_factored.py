@@ -36,8 +36,8 @@ from torch import Tensor
 from torch.autograd.graph import GradientEdge
 
 from multiloss.balancing._blocks import Block, FactoredBlock, FactoredInputBlock
-from multiloss.balancing._capture import edges_into
 from multiloss.balancing._jacobian import Target
+from multiloss.balancing._walk import edges_into
 from multiloss.balancing.shared import GraphInfo
 
 __all__ = [

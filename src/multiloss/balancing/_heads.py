@@ -21,9 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from torch import Tensor
+
+from multiloss.balancing._walk import GraphWalk
 
 __all__ = ["Heads", "heads_above"]
 
@@ -46,46 +47,6 @@ class Heads:
     private: bool
 
 
-class _Walk:
-    """Walks from roots down to (and not through) one edge, recording leaves and owners."""
-
-    def __init__(self, stop: tuple[Any, int] | None) -> None:
-        self.stop = stop
-        self.leaves: dict[int, Tensor] = {}
-        self.owner: dict[Any, int] = {}  # operation -> the one walk that reached it, or -1
-        self.nodes = 0
-
-    def run(self, roots: Sequence[Tensor], owner: int) -> bool:
-        """Walk from ``roots`` as ``owner``; ``False`` past :data:`WALK_LIMIT`."""
-        seen: set[Any] = set()
-        stack: list[Any] = []
-        for root in roots:
-            if root.grad_fn is not None:
-                stack.append(root.grad_fn)
-            elif root.requires_grad:  # a loss that is itself a leaf
-                self.leaves.setdefault(id(root), root)
-        while stack:
-            node = stack.pop()
-            if node in seen:
-                continue
-            seen.add(node)
-            self.nodes += 1
-            if self.nodes > WALK_LIMIT:
-                return False
-            variable = getattr(node, "variable", None)
-            if isinstance(variable, Tensor):  # an AccumulateGrad node: a leaf, nothing saved
-                self.leaves.setdefault(id(variable), variable)
-                continue
-            known = self.owner.setdefault(node, owner)
-            if known != owner:
-                self.owner[node] = -1
-            for child, output in node.next_functions:
-                if child is None or (child, output) == self.stop:
-                    continue
-                stack.append(child)
-        return True
-
-
 def heads_above(balanced: Sequence[Tensor], fixed: Sequence[Tensor], z: Tensor) -> Heads | None:
     """The leaves above ``z`` if the balanced losses reach the trunk only through ``z``.
 
@@ -105,19 +66,19 @@ def heads_above(balanced: Sequence[Tensor], fixed: Sequence[Tensor], z: Tensor) 
     """
     if z.grad_fn is None:
         return None
-    above = _Walk((z.grad_fn, z.output_nr))
+    above = GraphWalk(z, limit=WALK_LIMIT, other_outputs=True)
     for index, loss in enumerate(balanced):
         if not above.run([loss], index):
             return None
     leaves = dict(above.leaves)
     if not leaves:
         return None
-    below = _Walk(None)
+    below = GraphWalk(None, limit=WALK_LIMIT, other_outputs=True)  # from z all the way down
     if not below.run([z], 0) or any(key in below.leaves for key in leaves):
         return None
     # The fixed losses run in the final pass: an operation of a head they also read must
     # still have its saved tensors then.
     if fixed and not above.run(list(fixed), len(balanced)):
         return Heads(tuple(leaves.values()), private=False)
-    private = all(owner >= 0 for owner in above.owner.values())
+    private = all(owner >= 0 for owner in above.owners.values())
     return Heads(tuple(leaves.values()), private=private)
