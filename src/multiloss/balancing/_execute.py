@@ -222,18 +222,11 @@ def execute(
         return diagnostics
 
     z = session.require_representation()
-    jacobian, _ = session.jacobian("representation")
     if session.collected is not None:
         # The per-loss passes gave the heads their gradients: the final pass only sends the
         # update into the trunk from z, with the fixed losses' and extra's ordinary gradient.
         _add_collected(session, plan, [])
-        if isinstance(update, Tensor):
-            sent = jacobian.combine(update.to(torch.float32))[0]
-        else:
-            sent = update[0]
-        sent = sent.reshape(z.shape).to(z.dtype)
-        if not is_unit_scale(session.scale):
-            sent = sent * session.scale
+        sent = _at_representation(session, update, None)
         rest = _rest_total(session, plan, every_fixed=True)
         if rest is None:
             z.backward(sent, retain_graph=retain_graph)
@@ -243,14 +236,7 @@ def execute(
             )
         return diagnostics
     total = _weighted_total(session, plan)
-    if isinstance(update, Tensor):  # J^T update - J^T weights in one pass over the rows
-        difference = update.to(torch.float32) - plan.loss_weights.to(torch.float32)
-        correction = jacobian.combine(difference)[0]
-    else:
-        correction = update[0] - jacobian.combine(plan.loss_weights)[0]
-    correction = correction.reshape(z.shape).to(z.dtype)
-    if not is_unit_scale(session.scale):
-        correction = correction * session.scale
+    correction = _at_representation(session, update, plan.loss_weights)
     if total.requires_grad:
         torch.autograd.backward(
             [total, z], [torch.ones_like(total), correction], retain_graph=retain_graph
@@ -258,3 +244,24 @@ def execute(
     else:
         z.backward(correction, retain_graph=retain_graph)
     return diagnostics
+
+
+def _at_representation(
+    session: _Session, update: Tensor | list[Tensor], sent_anyway: Tensor | None
+) -> Tensor:
+    """What to send into the trunk at ``z``, shaped like it and at the scale: the update
+    (``J^T c`` for coefficients ``c``, or the explicit tensor), less ``J^T sent_anyway`` when
+    the same pass also carries the losses' plain weighted gradient (``None``: it does not)."""
+    z = session.require_representation()
+    jacobian, _ = session.jacobian("representation")
+    if isinstance(update, Tensor):  # J^T (update - sent anyway) in one pass over the rows
+        coefficients = update.to(torch.float32)
+        if sent_anyway is not None:
+            coefficients = coefficients - sent_anyway.to(torch.float32)
+        value = jacobian.combine(coefficients)[0]
+    else:
+        value = update[0]
+        if sent_anyway is not None:
+            value = value - jacobian.combine(sent_anyway)[0]
+    value = value.reshape(z.shape).to(z.dtype)
+    return value if is_unit_scale(session.scale) else value * session.scale
