@@ -84,7 +84,7 @@ class Problem(nn.Module):
         for _ in range(depth):
             layers += [nn.Linear(width, width), nn.ReLU()]
         self.trunk = nn.Sequential(*layers)
-        self.heads = nn.ModuleList(_head(heads, width) for _ in range(tasks))
+        self.heads = nn.ModuleList(make_head(heads, width) for _ in range(tasks))
         self.x = torch.randn(batch, width)
         self.y = torch.randn(batch, tasks) * torch.logspace(0, 1, tasks)
         self.optimizer = torch.optim.SGD(self.parameters(), lr=1e-6)
@@ -103,7 +103,8 @@ def _heads_run_again() -> AbstractContextManager[object]:
     return patch.object(mb_context, "heads_above", lambda *args: None)
 
 
-def _head(kind: str, width: int) -> nn.Module:
+def make_head(kind: str, width: int) -> nn.Module:
+    """One task's head on a ``width``-wide representation: ``"linear"`` or ``"mlp"``."""
     if kind == "linear":
         return nn.Linear(width, 1)
     if kind == "mlp":

@@ -48,6 +48,7 @@ from multiloss.schedules import Cosine  # noqa: E402
 
 try:  # run as a module of the benchmarks package, or as a script
     from benchmarks._timing import KEEP_HEAP_HELP, interleave, keep_heap, per_call
+    from benchmarks.bench_balancing import make_head
 except ImportError:  # pragma: no cover
     from _timing import (  # type: ignore[no-redef,import-not-found]
         KEEP_HEAP_HELP,
@@ -55,6 +56,7 @@ except ImportError:  # pragma: no cover
         keep_heap,
         per_call,
     )
+    from bench_balancing import make_head  # type: ignore[no-redef,import-not-found]
 
 WIDTH, DEPTH, BATCH = 512, 3, 256
 
@@ -79,7 +81,7 @@ class Trunk(nn.Module):
         for _ in range(DEPTH):
             layers += [nn.Linear(WIDTH, WIDTH), nn.ReLU()]
         self.trunk = nn.Sequential(*layers)
-        self.heads = nn.ModuleList(_head(heads) for _ in range(tasks))
+        self.heads = nn.ModuleList(make_head(heads, WIDTH) for _ in range(tasks))
 
     def losses(
         self, x: torch.Tensor, y: torch.Tensor
@@ -90,12 +92,6 @@ class Trunk(nn.Module):
             for k, head in enumerate(self.heads)
         }
         return losses, z
-
-
-def _head(kind: str) -> nn.Module:
-    if kind == "linear":
-        return nn.Linear(WIDTH, 1)
-    return nn.Sequential(nn.Linear(WIDTH, WIDTH // 2), nn.ReLU(), nn.Linear(WIDTH // 2, 1))
 
 
 def _per_loss_pass() -> AbstractContextManager[object]:
