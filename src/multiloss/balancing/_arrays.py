@@ -21,6 +21,7 @@ __all__ = [
     "arange",
     "copy",
     "eye",
+    "floats_on_host",
     "from_host",
     "namespace",
     "solve",
@@ -78,6 +79,17 @@ def solve(matrix: Array, rhs: Array) -> Array:
             return np.linalg.pinv(matrix) @ rhs
     solution, _ = torch.linalg.solve_ex(matrix, rhs)
     return solution
+
+
+def floats_on_host(state: Tensor) -> bool:
+    """Whether a method's small per-loss state can be worked on as Python floats and written
+    back through NumPy views (:func:`write_floats`): on the CPU, in float32.
+
+    Example:
+        >>> floats_on_host(torch.zeros(3)), floats_on_host(torch.zeros(3, dtype=torch.float64))
+        (True, False)
+    """
+    return state.device.type == "cpu" and state.dtype == torch.float32
 
 
 def write_floats(array: np.ndarray, values: list[float]) -> None:

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from multiloss._validation import check_finite_float, describe
-from multiloss.balancing._arrays import write_floats
+from multiloss.balancing._arrays import floats_on_host, write_floats
 from multiloss.balancing._plan import Extra
 from multiloss.balancing.context import BalanceContext
 from multiloss.balancing.weighting import LossWeighting
@@ -120,7 +120,7 @@ class GradNorm(LossWeighting):
         """Whether the state lives on the CPU: then the per-step arithmetic on ``T`` numbers
         runs on Python floats (as FAMO's), written through NumPy views of the buffers. As
         tensor operations it was about 0.3 ms of a 9 ms step (T = 2, 2 cores)."""
-        return self.weights.device.type == "cpu" and self.weights.dtype == torch.float32
+        return floats_on_host(self.weights)
 
     def factors(self, ctx: BalanceContext) -> Tensor:
         self.require_at_least(ctx, 0.0, "the relative loss L / L(0) needs L >= 0")
