@@ -94,3 +94,102 @@ def test_init_first_starts_at_the_equilibrium() -> None:
     torch.testing.assert_close(balancer.log_vars.grad, torch.zeros(2), atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="`init` of Uncertainty must be a float or 'first'"):
         Uncertainty(init="zero")
+
+
+def test_the_host_arithmetic_matches_the_tensor_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    # On the CPU the weights and the log-variance term's gradient are worked out on Python
+    # floats; accelerators run the tensor code. Same weights, log-variance gradients, model
+    # gradients and objective value, with Adam moving s between steps, a classification loss,
+    # a lower bound, a maximized loss and a loss exactly at its bound.
+    generator = torch.Generator().manual_seed(0)
+    series = 0.5 + 3.0 * torch.rand(6, 3, generator=generator)
+    series[3, 2] = -1.0  # at the bound of "c"
+    fixed = {"a": 1.0, "b": -2.0, "c": 0.5}
+
+    def run(host: bool) -> tuple[list[torch.Tensor], list[torch.Tensor], list[float]]:
+        with monkeypatch.context() as patch:
+            if not host:
+                patch.setattr(Uncertainty, "_on_host", lambda self, values: False)
+            extras: list[float] = []
+            real = Uncertainty.extra_loss
+
+            def spy(self: Uncertainty, ctx: object) -> torch.Tensor:
+                term = real(self, ctx)  # type: ignore[arg-type]
+                extras.append(float(term.detach()))
+                return term
+
+            patch.setattr(Uncertainty, "extra_loss", spy)
+            balancer = Uncertainty(classification=["a"], lower_bound={"c": -1.0})
+            w = torch.nn.Parameter(torch.tensor(1.0))
+            optimizer = None
+            weights, grads_seen = [], []
+            for row in series:
+                w.grad = None
+                used = balancer.backward(
+                    {k: row[i] * w for i, k in enumerate("abc")}, weights=fixed
+                )
+                if optimizer is None:
+                    optimizer = torch.optim.Adam([balancer.log_vars], lr=0.3)
+                weights.append(torch.stack([torch.as_tensor(used[k]) for k in "abc"]))
+                grads_seen.append(torch.cat([w.grad.reshape(1), balancer.log_vars.grad]))
+                optimizer.step()
+                optimizer.zero_grad()
+            return weights, grads_seen, extras
+
+    host = run(host=True)
+    tensor = run(host=False)
+    torch.testing.assert_close(host[0], tensor[0], rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(host[1], tensor[1], rtol=1e-5, atol=1e-6)
+    assert host[2] == pytest.approx(tensor[2], rel=1e-5)
+
+
+def test_init_first_on_the_host_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The same start as the tensor code, and a gradient of s that is 0 up to rounding there
+    # (not compared further: Adam turns two different roundings of 0 into full steps).
+    def start(host: bool) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
+        with monkeypatch.context() as patch:
+            if not host:
+                patch.setattr(Uncertainty, "_on_host", lambda self, values: False)
+            balancer = Uncertainty(classification=["a"], lower_bound={"b": -1.0}, init="first")
+            w = torch.nn.Parameter(torch.tensor(1.0))
+            used = balancer.backward({"a": 2.0 * w, "b": 3.0 * w})
+            assert bool(balancer.started)
+            return used, balancer.log_vars.detach().clone(), balancer.log_vars.grad.clone()
+
+    host_used, host_s, host_grad = start(host=True)
+    tensor_used, tensor_s, _ = start(host=False)
+    assert host_used == pytest.approx(tensor_used, rel=1e-6)
+    assert host_used == pytest.approx({"a": 0.25, "b": 0.125}, rel=1e-6)  # 0.5 / (L - bound)
+    torch.testing.assert_close(host_s, tensor_s)
+    assert host_grad.abs().max() < 1e-7
+
+
+def test_the_host_term_is_one_product_in_the_backward_pass() -> None:
+    balancer = Uncertainty()
+    w = torch.nn.Parameter(torch.tensor(1.0))
+    balancer.backward({"a": 2.0 * w, "b": w})
+    ctx_values = torch.tensor([2.0, 1.0])
+
+    class _Ctx:  # what extra_loss reads
+        values = ctx_values
+        weights = torch.tensor([1.0, 1.0])
+
+    term = balancer.extra_loss(_Ctx())  # type: ignore[arg-type]
+    nodes, stack = [], [term.grad_fn]
+    while stack:  # every node of the term's graph
+        node = stack.pop()
+        nodes.append(node.name())
+        stack.extend(child for child, _ in node.next_functions if child is not None)
+    assert sorted(nodes) == ["AddBackward0", "DotBackward0", "torch::autograd::AccumulateGrad"]
+    (slope,) = torch.autograd.grad(term, balancer.log_vars)
+    expected = 0.5 - 0.5 * torch.exp(-balancer.log_vars.detach()) * ctx_values
+    torch.testing.assert_close(slope, expected)
+
+
+def test_an_overflowing_weight_is_inf_not_an_exception() -> None:
+    balancer = Uncertainty(balance=["a", "b"])
+    with torch.no_grad():
+        balancer.log_vars.fill_(-1000.0)
+    w = torch.nn.Parameter(torch.tensor(1.0))
+    with pytest.raises(RuntimeError, match="Uncertainty produced non-finite weights at step 0"):
+        balancer.backward({"a": 2.0 * w, "b": w})

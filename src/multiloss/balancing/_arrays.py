@@ -9,6 +9,7 @@ differently.
 
 from __future__ import annotations
 
+from array import array
 from types import ModuleType
 from typing import Any, TypeAlias
 
@@ -21,6 +22,7 @@ __all__ = [
     "arange",
     "copy",
     "eye",
+    "float32_list",
     "floats_on_host",
     "from_host",
     "namespace",
@@ -90,6 +92,16 @@ def floats_on_host(state: Tensor) -> bool:
         (True, False)
     """
     return state.device.type == "cpu" and state.dtype == torch.float32
+
+
+def float32_list(values: list[float]) -> list[float]:
+    """``values`` rounded to float32, each once, as a float32 tensor operation rounds its result.
+
+    Example:
+        >>> float32_list([0.1])[0] == float(torch.tensor(0.1))
+        True
+    """
+    return array("f", values).tolist()
 
 
 def write_floats(array: np.ndarray, values: list[float]) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from array import array
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -11,18 +10,13 @@ import torch
 from torch import Tensor
 
 from multiloss._validation import check_finite_float, check_loss_tensor
-from multiloss.balancing._arrays import floats_on_host, write_floats
+from multiloss.balancing._arrays import float32_list, floats_on_host, write_floats
 from multiloss.balancing.context import BalanceContext
 from multiloss.balancing.weighting import LossWeighting
 
 __all__ = ["FAMO"]
 
 _EPS = 1e-8  # the official code's offset inside the logarithm
-
-
-def _float32(values: list[float]) -> list[float]:
-    """``values`` rounded to float32 (each once, as a float32 tensor operation rounds)."""
-    return array("f", values).tolist()
 
 
 def _softmax(logits: list[float]) -> list[float]:
@@ -206,9 +200,9 @@ class FAMO(LossWeighting):
         # In float32, as the tensor code: a loss that did not change must give a decrease of
         # exactly 0 (Adam would turn a rounding difference of 1e-9 into a full step).
         bounds = self.bounds.tolist()
-        eps = _float32([_EPS])[0]
-        gaps = _float32([v - b for v, b in zip(values, bounds, strict=True)])
-        distances = [max(gap, eps) for gap in _float32([gap + eps for gap in gaps])]
+        eps = float32_list([_EPS])[0]
+        gaps = float32_list([v - b for v, b in zip(values, bounds, strict=True)])
+        distances = [max(gap, eps) for gap in float32_list([gap + eps for gap in gaps])]
         if self._stepped and self._have_previous:
             self._update_logits_host(distances)
         self._stepped = False

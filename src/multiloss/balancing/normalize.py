@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from multiloss._validation import check_choice, check_finite_float, check_probability
+from multiloss.balancing._arrays import float32_list, floats_on_host, write_floats
 from multiloss.balancing._plan import Plan
 from multiloss.balancing.base import Balancer
 from multiloss.balancing.context import BalanceContext
@@ -73,6 +74,39 @@ class Normalize(Wrapper):
         # float32 is off in the 7th digit. In "initial" mode: 1 until the first value is seen.
         self.register_buffer("decay", torch.ones((), dtype=torch.float64, device=device))
 
+    def _on_host(self, values: Tensor) -> bool:
+        """Whether the statistics can be updated on Python floats (the CPU, float32): as a
+        dozen tensor operations on ``T`` numbers they took about 0.2 ms of a 8 ms step
+        (T = 4, 2 cores), and kept Normalize near 1.05x of Sum."""
+        return (
+            floats_on_host(self.mean)
+            and values.device.type == "cpu"
+            and not torch.compiler.is_compiling()
+        )
+
+    def _factors_host(self, values: list[float]) -> Tensor:
+        """``1 / m_i`` after this call's update, on Python floats written back into the
+        buffers through NumPy views (each value rounded to float32 where the tensor code
+        rounds it)."""
+        mean, decay = self.mean.numpy(), self.decay.numpy()
+        magnitude = float32_list([abs(value) for value in values])
+        if self.mode == "initial":
+            if float(decay) == 1.0:
+                write_floats(mean, magnitude)
+                decay[()] = 0.0
+            sizes = mean.tolist()
+        else:
+            keep, take = self.momentum, 1.0 - self.momentum
+            previous = mean.tolist()
+            updated = float32_list(
+                [keep * m + take * a for m, a in zip(previous, magnitude, strict=True)]
+            )
+            write_floats(mean, updated)
+            decay[()] = float(decay) * keep
+            correction = float32_list([max(1.0 - float(decay), 1e-12)])[0]
+            sizes = float32_list([m / correction for m in updated])
+        return torch.tensor([1.0 / max(size, self.eps) for size in sizes], dtype=torch.float32)
+
     @torch.no_grad()
     def _update(self, values: Tensor) -> Tensor:
         magnitude = values.abs()
@@ -92,7 +126,11 @@ class Normalize(Wrapper):
         return (self.mean / correction).clamp_min(self.eps)
 
     def plan(self, ctx: BalanceContext) -> Plan:
-        factors = 1.0 / self._update(ctx.values)
+        values = ctx.values
+        if self._on_host(values):
+            factors = self._factors_host(values.tolist())
+        else:
+            factors = 1.0 / self._update(values)
         return self.inner.plan_for(ctx.derive(loss_scales=factors)).rescaled(factors)
 
     def state_diagnostics(self) -> dict[str, Tensor | float]:
