@@ -54,6 +54,9 @@ class TrainerState:
     skipped: int
     epoch_ended: bool
     last_book: LossBook | None
+    # The step's micro-batches: loss names, detached values, and the book they came from.
+    _step_values: list[tuple[tuple[str, ...], Tensor, LossBook]]
+    _balancer_parameters: int  # how many the balancer had when last added to the optimizer
     history: History
     _stream: DataStream | None
     _metrics: PeriodMetrics

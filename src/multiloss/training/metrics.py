@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -50,8 +51,30 @@ class PeriodMetrics:
         """Values read as they are at the log step (aux diagnostics, balancer diagnostics)."""
         self._extra.update(values)
 
-    def read(self, reduce: Reducer | None = None) -> dict[str, float]:
-        """Means over the period as floats (one device->host transfer), then reset.
+    def state_dict(self) -> dict[str, Any]:
+        """The period so far, for a checkpoint (a resumed run's next row then averages the
+        same passes as an uninterrupted run's)."""
+        return {
+            "rows": [(names, list(rows)) for names, rows in self._rows.items()],
+            "metrics": {name: list(values) for name, values in self._metrics.items()},
+            "extra": dict(self._extra),
+            "passes": self.passes,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self._rows.clear()
+        for names, rows in state["rows"]:
+            self._rows[tuple(names)] = [(raw, weights, count) for raw, weights, count in rows]
+        self._metrics.clear()
+        self._metrics.update({name: list(values) for name, values in state["metrics"].items()})
+        self._extra = dict(state["extra"])
+        self.passes = int(state["passes"])
+
+    def read(self, reduce: Reducer | None = None, *, reset: bool = True) -> dict[str, float]:
+        """Means over the period as floats (one device->host transfer), then reset (unless
+        ``reset`` is False: the row written when ``fit`` ends, whose period a later ``fit``
+        or a resumed run goes on filling).
 
         Keys: ``loss/<name>``, ``weighted/<name>``, ``weight/<name>`` (last weight used),
         ``metric/<name>`` and whatever was passed to :meth:`set_extra`, plus ``total``.
@@ -127,10 +150,11 @@ class PeriodMetrics:
         weighted = [value for key, value in result.items() if key.startswith("weighted/")]
         if weighted:
             result["total"] = sum(weighted)
-        self._rows.clear()
-        self._metrics.clear()
-        self._extra.clear()
-        self.passes = 0
+        if reset:
+            self._rows.clear()
+            self._metrics.clear()
+            self._extra.clear()
+            self.passes = 0
         return result
 
     def __bool__(self) -> bool:

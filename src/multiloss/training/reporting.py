@@ -18,11 +18,11 @@ __all__ = ["ReportingMixin"]
 class ReportingMixin(TrainerState):
     """How ``Trainer`` logs: rows to sinks (rank 0), to hooks and to its history."""
 
-    def event(self, event: str, message: str, **fields: Any) -> None:
-        """Log an event row (and print ``message`` under the progress bar)."""
-        self._write(
-            {"kind": "event", "step": self.step, "event": event, "message": message, **fields}
-        )
+    def event(self, event: str, message: str, *, step: int | None = None, **fields: Any) -> None:
+        """Log an event row (and print ``message`` under the progress bar); ``step``: the
+        row's step (default: the steps taken so far)."""
+        at = self.step if step is None else step
+        self._write({"kind": "event", "step": at, "event": event, "message": message, **fields})
 
     def _default_sinks(self) -> list[Sink]:
         sinks: list[Sink] = [ProgressBar()]
@@ -30,14 +30,17 @@ class ReportingMixin(TrainerState):
             sinks += [JSONLSink(), TensorBoardSink()]
         return sinks
 
-    def _log(self) -> None:
+    def _log(self, *, final: bool = False) -> None:
+        """Write the period's row; ``final``: the row of a ``fit`` that ends between log
+        steps, whose period goes on (the next row averages the same steps as it would have
+        without the interruption)."""
         book = self.last_book
         if book is not None:
             for path, layer in book.aux_modules.items():
                 diagnostics = layer.aux_loss_diagnostics()
                 prefix = f"metric/{path}/" if path else "metric/"
                 self._metrics.set_extra({prefix + k: v for k, v in diagnostics.items()})
-        values = self._metrics.read(self._reducer)
+        values = self._metrics.read(self._reducer, reset=not final)
         elapsed = time.perf_counter() - self._period_start
         record: dict[str, Any] = {
             "kind": "train",
@@ -52,8 +55,9 @@ class ReportingMixin(TrainerState):
         record["time/step"] = elapsed / max(self._period_steps, 1)
         record["skipped"] = self.skipped
         record.update(values)
-        self._period_start = time.perf_counter()
-        self._period_steps = 0
+        if not final:
+            self._period_start = time.perf_counter()
+            self._period_steps = 0
         self._emit(record)
 
     def _emit(self, record: dict[str, Any]) -> None:

@@ -61,6 +61,8 @@ class CheckpointMixin(TrainerState):
             "balancer": self.balancer.state_dict() if self.balancer is not None else None,
             "hooks": [hook.state_dict() for hook in self.hooks],
             "world_size": self.dist.world_size,
+            # The log period in progress: a resumed run's next row averages the same steps.
+            "period": {"metrics": self._metrics.state_dict(), "steps": self._period_steps},
         }
 
     def _resume(self) -> Path:
@@ -92,6 +94,10 @@ class CheckpointMixin(TrainerState):
             hook.load_state_dict(hook_state)
         self.step = int(state["step"])
         self.skipped = int(state["skipped"])
+        period = state.get("period")  # absent from checkpoints of earlier versions
+        if period is not None:
+            self._metrics.load_state_dict(period["metrics"])
+            self._period_steps = int(period["steps"])
         ranks = state["ranks"]
         if len(ranks) != self.dist.world_size:
             warnings.warn(

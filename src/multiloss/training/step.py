@@ -27,6 +27,10 @@ class StepMixin(TrainerState):
         log_step = (self.step + 1) % self.log_every == 0
         ok: Tensor | None = None
         passes = 0
+        # Every micro-batch's detached loss values, so the guard can name a non-finite or
+        # negative loss from any of them (not only the last).
+        self._step_values = []
+        held_back = False  # a balancer was not handed a micro-batch's non-finite losses
         # DDP reduces gradients in the last pass only; with a balancer, which computes its own
         # per-loss gradients, not at all: the gradients are averaged after the step's passes.
         manual_sync = self._ddp and self.balancer is not None
@@ -38,14 +42,26 @@ class StepMixin(TrainerState):
             passes += 1
             last = micro == self.accumulate - 1
             quiet = self._ddp and (manual_sync or not last)
+            if held_back:  # the step is lost already: keep the data in step, skip the work
+                continue
             with self.net.no_sync() if quiet else contextlib.nullcontext():  # type: ignore[operator]
                 book = self._forward(to_device(batch, self.device))
                 names, raw, weights = self._weigh(book, check=not self._checked_weight_keys)
                 self._checked_weight_keys = True
-                used, finite = self._backward(book, names, weights, raw, group, log_step and last)
+                self._step_values.append((names, raw, book))
+                # Every loss of the step, the ones another optimizer group trains included:
+                # a non-finite value anywhere stops the step.
+                finite = torch.isfinite(raw).all()
                 nonnegative = self._nonnegative(names, raw, book)
                 flag = finite if nonnegative is None else torch.stack([finite, nonnegative])
                 ok = flag if ok is None else ok & flag
+                used: Sequence[float | Tensor] = weights
+                if self.balancer is not None and not self._finite_on_host(finite):
+                    # A balancer updates its statistics (running means, FAMO's logits, DWA's
+                    # history) from the values it is given: a NaN must never reach it.
+                    held_back = True
+                else:
+                    used = self._backward(book, names, weights, raw, group, log_step and last)
             self._metrics.add(names, raw, used)
             self._metrics.add_metrics(book.metrics)
             self.last_book = book
@@ -100,8 +116,14 @@ class StepMixin(TrainerState):
             raw = torch.stack(values)
         return names, raw, weights
 
+    def _finite_on_host(self, finite: Tensor) -> bool:
+        """``finite`` read on the host: free on the CPU; on an accelerator the one extra
+        device->host read a step with a balancer takes (the balancer must not see a NaN)."""
+        return bool(self.dist.all(finite).item())
+
     def _nonnegative(self, names: tuple[str, ...], raw: Tensor, book: LossBook) -> Tensor | None:
-        """True when no auxiliary loss is negative (None when no auxiliary layer contributed)."""
+        """True when no auxiliary loss is negative (None when no auxiliary layer contributed).
+        A NaN is not negative: it is the finiteness check's to report."""
         nonnegative = book.nonnegative
         if not nonnegative:
             return None
@@ -110,7 +132,7 @@ class StepMixin(TrainerState):
         if mask is None:  # built once per set of names: no host->device copy per step
             mask = torch.tensor([name in nonnegative for name in names], device=raw.device)
             self._masks[key] = mask
-        return torch.where(mask, raw, 0.0).ge(0).all()
+        return torch.where(mask, raw, 0.0).lt(0).logical_not().all()
 
     def _backward(
         self,
@@ -120,12 +142,8 @@ class StepMixin(TrainerState):
         raw: Tensor,
         group: OptimizerGroup,
         diagnostics: bool,
-    ) -> tuple[Sequence[float | Tensor], Tensor]:
-        """Backpropagate the step's losses; return the weights used and a 0-dim "all finite".
-
-        The guard reads the total that is backpropagated (one op): it is finite exactly when
-        every loss in it is (an inf times a zero weight is NaN, so it is caught too).
-        """
+    ) -> Sequence[float | Tensor]:
+        """Backpropagate the step's losses; return the weights used."""
         scale = 1.0 / self.accumulate
         key = (id(group), names)
         active = self._active.get(key)
@@ -155,13 +173,16 @@ class StepMixin(TrainerState):
                 representation=book.representation,
                 diagnostics=diagnostics,
             )
-            if self.step == 0:
-                # Learned weights (Uncertainty, GradNorm) exist from the first call on: train
-                # them with the group's optimizer (a no-op once they are in it).
+            count = sum(1 for _ in self.balancer.parameters())
+            if count != self._balancer_parameters:
+                # Learned weights (Uncertainty, GradNorm) exist from the first call that
+                # reaches them, which inside a wrapper (Scheduled's warm-up) may be a later
+                # step: train them with the group's optimizer as soon as they appear.
                 self.balancer.add_parameters_to(group.optimizer)
+                self._balancer_parameters = count
             if diagnostics:
                 self._metrics.set_extra(self.balancer.diagnostics())
-            return [used[name] for name in names], torch.isfinite(raw.sum())
+            return [used[name] for name in names]
         if diagnostics and self.grad_diagnostics:
             from multiloss.balancing import gradient_diagnostics
 
@@ -175,15 +196,20 @@ class StepMixin(TrainerState):
             term = book[names[i]] if weights[i] == 1.0 else book[names[i]] * weights[i]
             total = term if total is None else total + term
         assert total is not None  # `active` is never empty
-        finite = torch.isfinite(total)
+        if not total.requires_grad:
+            raise ValueError(
+                f"none of the losses of optimizer group {group.name!r} has a graph "
+                f"({[names[i] for i in active]} do not require grad): was the model run under "
+                "torch.no_grad(), or were its losses detached?"
+            )
         if scale != 1.0:
             total = total * scale
         if self.amp.scaler is not None:
             total = self.amp.scaler.scale(total)
         total.backward()
         if len(active) == len(names):
-            return weights, finite
-        return [weight if i in active else 0.0 for i, weight in enumerate(weights)], finite
+            return weights
+        return [weight if i in active else 0.0 for i, weight in enumerate(weights)]
 
     def _finish_step(self, group: OptimizerGroup, ok: Tensor | None) -> None:
         scaler = self.amp.scaler
@@ -191,11 +217,17 @@ class StepMixin(TrainerState):
             scaler.unscale_(group.optimizer)
         if ok is None:
             raise RuntimeError("internal error: a step finished without any forward pass")
+        norm: Tensor | None = None
         if self.grad_clip is not None:
             norm = torch.nn.utils.clip_grad_norm_(list(group_parameters(group)), self.grad_clip)
-            if scaler is None:
-                clipped = torch.isfinite(norm)
-                ok = ok & clipped if ok.dim() == 0 else torch.stack([ok[0] & clipped, ok[1]])
+        elif scaler is None:
+            # Finite losses can still give a non-finite gradient (sqrt or norm at 0, a custom
+            # backward): one fused norm over the gradients, read with the losses' verdict.
+            grads = [p.grad for p in group_parameters(group) if p.grad is not None]
+            norm = torch.nn.utils.get_total_norm(grads) if grads else None
+        if norm is not None and scaler is None:  # with a scaler, its own inf check skips
+            grads_ok = torch.isfinite(norm)
+            ok = ok & grads_ok if ok.dim() == 0 else torch.stack([ok[0] & grads_ok, ok[1]])
         # The one device->host read of the step; every rank reaches the same verdict.
         verdict = self.dist.all(ok).tolist()
         finite, nonnegative = (verdict, True) if isinstance(verdict, bool) else verdict
@@ -219,45 +251,59 @@ class StepMixin(TrainerState):
             g.optimizer.zero_grad(set_to_none=True)
 
     def _nonfinite(self, *, negative_somewhere: bool) -> None:
-        book = self.last_book
-        if book is None:
-            raise RuntimeError("internal error: no loss book for the step being checked")
-        values = {name: float(book[name].detach()) for name in sorted(book)}
-        broken = {name: value for name, value in values.items() if not _finite(value)}
-        negative = {
-            name: value for name, value in values.items() if name in book.nonnegative and value < 0
-        }
+        passes = self._step_values
+        if not passes:
+            raise RuntimeError("internal error: no loss values for the step being checked")
+        several = len(passes) > 1
+        broken: dict[str, str] = {}  # name -> its value, and the micro-batch where first seen
+        negative: dict[str, tuple[float, str]] = {}
+        for index, (names, raw, book) in enumerate(passes):
+            where = f" (micro-batch {index + 1} of {self.accumulate})" if several else ""
+            for name, value in zip(names, raw.tolist(), strict=True):
+                if not _finite(value):
+                    broken.setdefault(name, f"{value}{where}")
+                elif name in book.nonnegative and value < 0:
+                    origin = book.origins.get(name) or "the root"
+                    negative.setdefault(name, (value, f"from {origin}{where}"))
         for g in self.groups:
             g.optimizer.zero_grad(set_to_none=True)
         for layer in self._aux_layers:
             layer.reset_accumulation()
         if negative_somewhere:
-            details = (
-                ", ".join(
-                    f"{name!r} = {value:.6g} (from {book.origins[name] or 'the root'})"
-                    for name, value in negative.items()
-                )
-                or "on another rank"
-            )
+            details = ", ".join(
+                f"{name!r} = {value:.6g} ({origin})" for name, (value, origin) in negative.items()
+            ) or ("on another rank" if self.dist.active else "in a value no longer readable")
             raise ValueError(
                 f"auxiliary loss went negative at step {self.step}: {details}; auxiliary-loss "
                 "layers must return losses >= 0. The optimizer step was not taken."
             )
         if broken:
-            details = ", ".join(f"{name!r} = {value}" for name, value in broken.items())
+            message = f"non-finite loss at step {self.step}: " + ", ".join(
+                f"{name!r} = {value}" for name, value in broken.items()
+            )
         elif self.dist.active:
-            details = "on another rank (this rank's losses are finite)"
+            message = (
+                f"non-finite loss or gradient at step {self.step} on another rank (this "
+                "rank's losses are finite)"
+            )
         else:
-            details = "the losses are finite but the gradient norm is not"
-        message = f"non-finite loss at step {self.step}: {details}"
+            message = (
+                f"non-finite gradient at step {self.step}: every loss is finite "
+                f"({', '.join(sorted(passes[-1][0]))}) but the gradient norm is not (an "
+                "operation whose derivative is infinite where it was evaluated, such as sqrt "
+                "or a norm at 0)"
+            )
         if self.nonfinite == "raise":
             raise FloatingPointError(
                 f"{message}. The optimizer step was not taken: parameters and optimizer state "
                 "are unchanged. Pass nonfinite='skip' to skip such steps instead."
             )
         self.skipped += 1
-        self.event(
-            "nonfinite", f"{message}; step skipped ({self.skipped} so far)", losses=sorted(broken)
+        self.event(  # on the row of the step it skipped (as the train rows count steps)
+            "nonfinite",
+            f"{message}; step skipped ({self.skipped} so far)",
+            step=self.step + 1,
+            losses=sorted(broken),
         )
 
 

@@ -189,6 +189,8 @@ class Trainer(StepMixin, CheckpointMixin, ReportingMixin):
         self.epoch_ended = False
         self.completed = False
         self.last_book: LossBook | None = None
+        self._step_values: list[tuple[tuple[str, ...], Tensor, LossBook]] = []
+        self._balancer_parameters = -1
         self.history = History()
         self._stream: DataStream | None = None
         self._metrics = PeriodMetrics()
@@ -289,7 +291,7 @@ class Trainer(StepMixin, CheckpointMixin, ReportingMixin):
             self.completed = True
         finally:
             if self.completed and self._metrics:
-                self._log()
+                self._log(final=self.step % self.log_every != 0)
             for hook in self.hooks:
                 hook.after_train()
             self._close()
