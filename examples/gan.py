@@ -1,8 +1,9 @@
 """Min-max training: a GAN on a ring of eight Gaussians, with alternating optimizer groups.
 
 The model returns every loss of the game in one forward pass; two ``OptimizerGroup`` s
-decide who steps: the discriminator ``--disc-steps`` times (its losses ``disc/*``), then the
-generator once (``gen/*``). Every loss is logged every step, whichever group stepped.
+decide who steps: the discriminator ``disc_steps`` times (its losses ``disc/*``; the runs
+below use 1 and 2), then the generator once (``gen/*``). Every loss is logged every step,
+whichever group stepped.
 
 The data is the classic mode-collapse test of the Unrolled-GAN paper (Metz et al., 2017):
 eight Gaussians of standard deviation 0.05 on a circle of radius 2, generated on the fly (no

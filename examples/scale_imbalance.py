@@ -10,7 +10,7 @@ the end divided by its loss at the start.
 
 Run::
 
-    PYTHONPATH=src python examples/scale_imbalance.py            # about a minute per method
+    PYTHONPATH=src python examples/scale_imbalance.py            # about 20 s per method (8 methods)
     PYTHONPATH=src python examples/scale_imbalance.py --steps 300 --methods sum,famo
 """
 

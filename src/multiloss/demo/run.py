@@ -12,8 +12,12 @@ import torch
 import multiloss as ml
 from multiloss.demo.data import load_digits_data
 from multiloss.demo.model import DigitsNet
-from multiloss.report import AdvisorHook, advise, format_findings, write_report
+from multiloss.report import AdvisorConfig, AdvisorHook, advise, format_findings, write_report
 from multiloss.training.sharding import init_distributed, shutdown_distributed
+
+# The demo logs steps / log_every rows (40 by default): a short window lets the advisor speak
+# within it, live and in the summary at the end.
+ADVICE = AdvisorConfig(window=20)
 
 __all__ = ["DemoResult", "format_loss_table", "run_demo"]
 
@@ -130,9 +134,7 @@ def _run(
         val_every=max(steps // 4, 1),
         sinks=sinks,
         grad_diagnostics=True,  # each loss's gradient norm, cosines, share of the update
-        # The demo logs steps / log_every rows (40 by default): a short window lets the live
-        # advisor speak within it.
-        hooks=[AdvisorHook(every=5, window=20)],
+        hooks=[AdvisorHook(every=5, config=ADVICE)],
     )
     processes = f", {context.world_size} processes" if context.active else ""
     echo(
@@ -153,8 +155,9 @@ def _run(
     report = None
     if context.is_main:
         echo("")
-        echo(format_findings(advise(run_dir)))
-        report = write_report(run_dir)
+        # The same thresholds as the live hook: the summary agrees with what it printed.
+        echo(format_findings(advise(run_dir, ADVICE)))
+        report = write_report(run_dir, advisor=ADVICE)
     echo(
         f"logs: {run_dir / 'metrics.jsonl'}   TensorBoard: {run_dir / 'tensorboard'}   "
         f"checkpoints: {run_dir / 'checkpoints'}"
