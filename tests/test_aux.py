@@ -144,3 +144,77 @@ def test_caching_a_parameter_does_not_register_it() -> None:
     assert list(layer.state_dict()) == ["weight"]
     assert len(list(layer.parameters())) == 1
     assert float(layer.compute_aux_loss().detach()) == 2.0
+
+
+class _Returns(ToyPenalty):
+    """ToyPenalty whose terms or coefficients are replaced by what a test gives."""
+
+    def __init__(self, terms: Any = None, coefficients: Any = None) -> None:
+        super().__init__()
+        self._given_terms = terms
+        self._given_coefficients = coefficients
+
+    def aux_loss_terms(self, cache: torch.Tensor) -> Any:
+        if self._given_terms is None:
+            return super().aux_loss_terms(cache)
+        return self._given_terms
+
+    def aux_loss_coefficients(self) -> Any:
+        if self._given_coefficients is None:
+            return super().aux_loss_coefficients()
+        return self._given_coefficients
+
+
+@pytest.mark.parametrize(
+    ("layer", "error", "match"),
+    [
+        (
+            _Returns(coefficients={"l1": float("nan")}),
+            ValueError,
+            r"coefficient 'l1' returned by _Returns.aux_loss_coefficients\(\) must be a finite "
+            r"float; got nan",
+        ),
+        (
+            _Returns(coefficients={"l1": -2.0}),
+            ValueError,
+            r"coefficient 'l1' returned by _Returns.aux_loss_coefficients\(\) must be >= 0.0; "
+            r"got -2.0",
+        ),
+        (
+            _Returns(coefficients={"zz": 1.0}),
+            ValueError,
+            r"_Returns.aux_loss_coefficients\(\) names a term 'zz' that "
+            r"_Returns.aux_loss_terms\(\) did not return; its terms are \['l1', 'l2'\]",
+        ),
+        (
+            _Returns(terms={"": torch.tensor(1.0)}),
+            ValueError,
+            r"a term name returned by _Returns.aux_loss_terms\(\) must be a non-empty string",
+        ),
+        (
+            _Returns(terms={"l1": 1.0}),
+            TypeError,
+            r"term 'l1' returned by _Returns.aux_loss_terms\(\) must be a scalar Tensor; got 1.0",
+        ),
+        (
+            _Returns(terms=[torch.tensor(1.0)]),
+            TypeError,
+            r"_Returns.aux_loss_terms\(\) must return a scalar Tensor or a mapping",
+        ),
+    ],
+    ids=[
+        "nan-coefficient",
+        "negative-coefficient",
+        "unknown-term",
+        "empty-name",
+        "float-term",
+        "list",
+    ],
+)
+def test_what_subclasses_return_is_checked(
+    layer: ml.AuxiliaryLossModule, error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match), ml.collect(layer):
+        layer(torch.randn(2, 4))
+    with pytest.raises(error, match=match):
+        layer.compute_aux_loss()

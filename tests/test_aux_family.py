@@ -129,3 +129,21 @@ def test_works_under_autocast(case: AuxCase) -> None:
 def test_repr_shows_weight(case: AuxCase) -> None:
     layer = case.build(aux_loss_weight=0.25)
     assert "aux_loss_weight=0.25" in repr(layer)
+
+
+def test_schedule_and_accumulate_are_validated(case: AuxCase) -> None:
+    name = type(case.build()).__name__
+    with pytest.raises(TypeError, match=f"`accumulate_aux_loss` of {name} must be a bool; got 1"):
+        case.build(accumulate_aux_loss=1)
+    with pytest.raises(ValueError, match=f"`aux_loss_schedule` of {name} must be >= 0.0; got -1"):
+        case.build(aux_loss_schedule=-1.0)
+    layer = case.build(aux_loss_schedule=lambda step: -1.0)
+    with (
+        pytest.raises(
+            ValueError,
+            match=rf"the value of `aux_loss_schedule` Lambda\(<lambda>\) of {name} at step 3 "
+            r"must be >= 0.0; got -1.0",
+        ),
+        ml.collect(layer, step=3),
+    ):
+        case.run(layer)

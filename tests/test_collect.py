@@ -278,3 +278,26 @@ def test_compiled_duplicate_without_module_hints_at_module_self() -> None:
     compiled = torch.compile(model, fullgraph=True)
     with pytest.raises(ValueError, match="pass module=self"), ml.collect(model):
         compiled(torch.randn(2, 3))
+
+
+def test_add_loss_arguments_are_checked() -> None:
+    net = nn.Linear(2, 2)
+    value = torch.tensor(1.0)
+    with ml.collect(net):
+        with pytest.raises(
+            TypeError,
+            match=r"`module` of add_loss for loss 'a' must be the emitting nn.Module "
+            r"\(usually self\) or None; got 'lin' \(str\)",
+        ):
+            ml.add_loss("a", value, module="lin")  # type: ignore[arg-type]
+        with pytest.raises(
+            TypeError, match=r"`accumulate` of add_loss for loss 'a' must be a bool; got 'yes'"
+        ):
+            ml.add_loss("a", value, accumulate="yes")  # type: ignore[arg-type]
+        stranger = nn.Linear(1, 1)
+        with pytest.warns(
+            UserWarning,
+            match=r"`module` of add_loss for loss 'b' is a Linear that is not part "
+            r"of the collector's model \(Linear\)",
+        ):
+            ml.add_loss("b", value, module=stranger)

@@ -94,6 +94,42 @@ def test_as_schedule() -> None:
         (lambda: SigmoidRamp(10, gamma=0.0), ValueError, "`gamma` of SigmoidRamp must be > 0"),
         (lambda: Lambda(3), TypeError, "`fn` of Lambda must be callable"),  # type: ignore
         (lambda: Constant("a"), TypeError, "`value` of Constant must be a finite float"),
+        (lambda: StepDecay(every=0), ValueError, "`every` of StepDecay must be >= 1; got 0"),
+        (
+            lambda: StepDecay(milestones=5),  # type: ignore[arg-type]
+            TypeError,
+            r"`milestones` of StepDecay must be a list of ints >= 0 .*; got 5 \(int\)",
+        ),
+        (
+            lambda: StepDecay(milestones=[10, -1]),
+            ValueError,
+            "each of `milestones` of StepDecay must be >= 0; got -1",
+        ),
+        (
+            lambda: Cosine(10, warmup=20),
+            ValueError,
+            r"`warmup` of Cosine must be <= `steps` \(10\); got 20. `steps` counts the cosine",
+        ),
+        (
+            lambda: Cosine(10) * float("nan"),
+            ValueError,
+            r"the factor multiplying Cosine\(steps=10, .*\) must be a finite float; got nan",
+        ),
+        (
+            lambda: float("nan") * LinearWarmup(5),
+            ValueError,
+            r"the factor multiplying LinearWarmup\(.*\) must be a finite float; got nan",
+        ),
+        (
+            lambda: as_schedule(float("nan"), "`weights['mse']`"),
+            ValueError,
+            r"`weights\['mse'\]` must be a finite float; got nan",
+        ),
+        (
+            lambda: as_schedule(-1.0, "`w`", min_value=0.0),
+            ValueError,
+            r"`w` must be >= 0.0; got -1.0",
+        ),
     ],
 )
 def test_bad_arguments_are_named(build, error, match) -> None:  # type: ignore[no-untyped-def]
@@ -106,3 +142,18 @@ def test_negative_step_and_non_finite_lambda_are_errors() -> None:
         Cosine(10)(-1)
     with pytest.raises(ValueError, match="value of schedule 'bad' at step 3"):
         Lambda(lambda step: float("nan"), name="bad")(3)
+
+
+@pytest.mark.parametrize("step", ["a", 2.5, True, None])
+def test_the_step_must_be_an_int(step: object) -> None:
+    with pytest.raises(TypeError, match=r"`step` of LinearWarmup must be an int >= 0; got "):
+        LinearWarmup(10)(step)  # type: ignore[arg-type]
+
+
+def test_integer_steps_of_any_type_are_accepted() -> None:
+    import numpy as np
+    import torch
+
+    assert LinearWarmup(10)(np.int64(5)) == 0.5  # type: ignore[arg-type]
+    assert LinearWarmup(10)(torch.tensor(5)) == 0.5  # type: ignore[arg-type]
+    assert Cosine(10, warmup=10)(0) == pytest.approx(0.1)  # warmup == steps is fine

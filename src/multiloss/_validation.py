@@ -7,20 +7,28 @@ that was found. Keeping the wording in one place keeps it consistent across modu
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
 
 __all__ = [
+    "check_bool",
     "check_choice",
+    "check_class_indices",
     "check_finite_float",
     "check_int",
     "check_loss_name",
     "check_loss_tensor",
+    "check_path",
     "check_probability",
+    "check_values_in",
     "describe",
+    "pending_value_checks",
+    "run_deferred_value_checks",
 ]
 
 T = TypeVar("T")
@@ -94,6 +102,20 @@ def check_int(value: Any, what: str, *, min_value: int | None = None) -> int:
     return value
 
 
+def check_bool(value: Any, what: str) -> bool:
+    """Return ``value`` if it is a bool (``1`` and ``"yes"`` are not)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{what} must be a bool; got {describe(value)}")
+    return value
+
+
+def check_path(value: Any, what: str) -> Path:
+    """Return ``value`` as a ``Path`` if it is a ``str`` or ``os.PathLike``, else TypeError."""
+    if isinstance(value, str | os.PathLike):
+        return Path(value)
+    raise TypeError(f"{what} must be a path (a str or a pathlib.Path); got {describe(value)}")
+
+
 def check_choice(value: T, what: str, allowed: Iterable[T]) -> T:
     """Return ``value`` if it is one of ``allowed``; the error lists the allowed set."""
     options = list(allowed)
@@ -152,3 +174,149 @@ def check_loss_tensor(
             f"loss {name!r}{origin} must be on device {device}; got a tensor on {tensor.device}"
         )
     return tensor
+
+
+# -- checks on the values inside tensors ---------------------------------------------------------
+#
+# Losses and layers run every step, so a check on the values of an input (probabilities in
+# [0, 1], class indices below the number of classes) costs one fused reduction (``aminmax``) and
+# never stalls an accelerator:
+#
+# * on the CPU the two numbers are read at once (reading a CPU tensor costs nothing) and a bad
+#   value raises right there;
+# * on an accelerator the running minimum and maximum stay on the device, keyed by what was
+#   checked, until :func:`run_deferred_value_checks` reads them all with one sync (the training
+#   loop calls it where it reads the device anyway: at the log period);
+# * under ``torch.compile`` nothing is checked (a data-dependent branch would break the graph).
+#
+# NaN is not a range error here: it propagates through the min and max and is left to the
+# non-finite-loss check, which names the loss.
+
+#: what -> (running min, running max, low, high, expectation) of checks waiting on a device.
+_DEFERRED: dict[str, tuple[Tensor, Tensor, float, float, str]] = {}
+
+
+def _read_at_once(value: Tensor) -> bool:
+    """Whether reading ``value`` costs nothing (a CPU tensor): then a check raises at once."""
+    return value.device.type == "cpu"
+
+
+def _format_number(value: float) -> str:
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:.6g}"
+
+
+def check_values_in(
+    value: Tensor,
+    what: str,
+    *,
+    low: float,
+    high: float,
+    expected: str | None = None,
+) -> None:
+    """Raise ValueError if a value of ``value`` lies outside ``[low, high]``.
+
+    One ``aminmax`` reduction; on an accelerator the check is deferred (see above).
+
+    Args:
+        value: The tensor to check (detached here).
+        what: How to name it, e.g. ``"`target` of BinaryCrossEntropy(input='logits')"``.
+        low: Smallest allowed value.
+        high: Largest allowed value.
+        expected: The expectation in words (default ``"hold values in [low, high]"``).
+
+    Example:
+        >>> import torch
+        >>> check_values_in(torch.tensor([0.5, 2.0]), "`target` of f", low=0.0, high=1.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: `target` of f must hold values in [0, 1]; got values from 0.5 to 2
+    """
+    if value.numel() == 0 or value.dtype == torch.bool or torch.compiler.is_compiling():
+        return
+    expectation = expected or f"hold values in [{_format_number(low)}, {_format_number(high)}]"
+    smallest, largest = torch.aminmax(value.detach())
+    if _read_at_once(value):
+        lo, hi = float(smallest), float(largest)
+        if lo < low or hi > high:
+            raise ValueError(
+                f"{what} must {expectation}; got values from {_format_number(lo)} to "
+                f"{_format_number(hi)}"
+            )
+        return
+    previous = _DEFERRED.get(what)
+    if previous is not None:
+        smallest = torch.minimum(previous[0], smallest)
+        largest = torch.maximum(previous[1], largest)
+    _DEFERRED[what] = (smallest, largest, low, high, expectation)
+
+
+def check_class_indices(
+    target: Tensor, num_classes: int, what: str, *, ignore_index: int | None = None
+) -> None:
+    """Raise ValueError if a class index is outside ``[0, num_classes)`` (``ignore_index`` is
+    allowed wherever it appears). One reduction; deferred on an accelerator like
+    :func:`check_values_in`.
+
+    Example:
+        >>> import torch
+        >>> check_class_indices(torch.tensor([0, 7, -100]), 3, "`t`", ignore_index=-100)
+        ... # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: `t` must hold class indices in [0, 3) for 3 classes ...; got 7 at 1 of 3 ...
+    """
+    if target.numel() == 0 or torch.compiler.is_compiling():
+        return
+    indices = target.detach()
+    # An ignore_index inside [0, classes) is a class like any other; outside, it is allowed.
+    ignored = ignore_index is not None and not 0 <= ignore_index < num_classes
+    if ignore_index is not None and ignored:
+        indices = indices.masked_fill(indices.eq(ignore_index), 0)
+    allowed = f" (or ignore_index {ignore_index})" if ignored else ""
+    expected = f"hold class indices in [0, {num_classes}) for {num_classes} classes{allowed}"
+    if not _read_at_once(indices):
+        check_values_in(indices, what, low=0, high=num_classes - 1, expected=expected)
+        return
+    smallest, largest = (int(v) for v in torch.aminmax(indices))
+    if smallest >= 0 and largest < num_classes:
+        return
+    bad = indices[(indices < 0) | (indices >= num_classes)]
+    found = sorted(set(bad.unique().tolist()))
+    shown = ", ".join(str(v) for v in found[:5]) + (", ..." if len(found) > 5 else "")
+    raise ValueError(
+        f"{what} must {expected}; got {shown} at {bad.numel()} of {target.numel()} positions"
+    )
+
+
+def pending_value_checks() -> int:
+    """How many value checks wait on a device for :func:`run_deferred_value_checks`."""
+    return len(_DEFERRED)
+
+
+def run_deferred_value_checks() -> None:
+    """Read every value check deferred on a device (one sync) and raise the first failure.
+
+    The checks are cleared either way. Call it where the device is read anyway (the log
+    period); on the CPU there is never anything pending.
+    """
+    if not _DEFERRED:
+        return
+    pending = dict(_DEFERRED)
+    _DEFERRED.clear()
+    by_device: dict[torch.device, list[str]] = {}
+    for what, entry in pending.items():
+        by_device.setdefault(entry[0].device, []).append(what)
+    numbers: dict[str, tuple[float, float]] = {}
+    for keys in by_device.values():  # one read per device (almost always one device)
+        stacked = torch.stack(
+            [torch.stack([pending[k][0].float(), pending[k][1].float()]) for k in keys]
+        )
+        numbers.update(zip(keys, (tuple(pair) for pair in stacked.cpu().tolist()), strict=True))
+    for what, (_, _, low, high, expectation) in pending.items():
+        lo, hi = numbers[what]
+        if lo < low or hi > high:
+            raise ValueError(
+                f"{what} must {expectation}; got values from {_format_number(lo)} to "
+                f"{_format_number(hi)} (found at a deferred check: on an accelerator the values "
+                "are read at the log period, so it may have happened a few steps ago)"
+            )

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from multiloss._validation import check_finite_float, describe
+from multiloss._validation import check_bool, check_finite_float, check_loss_name, describe
 from multiloss.collect import collecting, emit_aux_terms
 from multiloss.schedules import Schedule, as_schedule
 
@@ -78,11 +78,17 @@ class AuxiliaryLossModule(nn.Module):
         super().__init__()
         self.aux_loss_weight = aux_loss_weight
         self.use_aux_loss = use_aux_loss
-        self.accumulate_aux_loss = bool(accumulate_aux_loss)
+        self.accumulate_aux_loss = check_bool(
+            accumulate_aux_loss, f"`accumulate_aux_loss` of {type(self).__name__}"
+        )
         self.aux_loss_schedule = (
             None
             if aux_loss_schedule is None
-            else as_schedule(aux_loss_schedule, "`aux_loss_schedule`")
+            else as_schedule(
+                aux_loss_schedule,
+                f"`aux_loss_schedule` of {type(self).__name__}",
+                min_value=0.0,
+            )
         )
         self._aux_cache: Any = None
         self._aux_has_run = False
@@ -118,7 +124,13 @@ class AuxiliaryLossModule(nn.Module):
         """``aux_loss_weight``, times the schedule's value at ``step`` if there is one."""
         if self.aux_loss_schedule is None:
             return self._aux_loss_weight
-        return self._aux_loss_weight * self.aux_loss_schedule(step)
+        factor = check_finite_float(
+            self.aux_loss_schedule(step),
+            f"the value of `aux_loss_schedule` {self.aux_loss_schedule!r} of "
+            f"{type(self).__name__} at step {step}",
+            min_value=0.0,
+        )
+        return self._aux_loss_weight * factor
 
     # -- what subclasses implement ----------------------------------------------------------
     def aux_loss_terms(self, cache: Any) -> Tensor | Mapping[str, Tensor]:
@@ -176,10 +188,50 @@ class AuxiliaryLossModule(nn.Module):
 
     # -- pulling ------------------------------------------------------------------------------
     def _terms(self, cache: Any) -> dict[str, Tensor]:
+        """The terms of one call, with their names and the coefficients checked (host-side
+        Python only: a few dict lookups per call, nothing read from the device)."""
         terms = self.aux_loss_terms(cache)
+        owner = type(self).__name__
         if isinstance(terms, Tensor):
-            return {self.aux_loss_name: terms}
-        return dict(terms)
+            name = check_loss_name(self.aux_loss_name, f"`aux_loss_name` of {owner}")
+            found = {name: terms}
+        elif isinstance(terms, Mapping):
+            found = dict(terms)
+            for name, value in found.items():
+                check_loss_name(name, f"a term name returned by {owner}.aux_loss_terms()")
+                if not isinstance(value, Tensor):
+                    raise TypeError(
+                        f"term {name!r} returned by {owner}.aux_loss_terms() must be a scalar "
+                        f"Tensor; got {describe(value)}"
+                    )
+        else:
+            raise TypeError(
+                f"{owner}.aux_loss_terms() must return a scalar Tensor or a mapping of term name "
+                f"to scalar Tensor; got {describe(terms)}"
+            )
+        self._check_coefficients(found)
+        return found
+
+    def _check_coefficients(self, terms: Mapping[str, Tensor]) -> None:
+        """Every coefficient names a term and is a finite float >= 0."""
+        owner = type(self).__name__
+        coefficients = self.aux_loss_coefficients()
+        if not isinstance(coefficients, Mapping):
+            raise TypeError(
+                f"{owner}.aux_loss_coefficients() must return a mapping of term name to float; "
+                f"got {describe(coefficients)}"
+            )
+        for name, value in coefficients.items():
+            if name not in terms:
+                raise ValueError(
+                    f"{owner}.aux_loss_coefficients() names a term {name!r} that "
+                    f"{owner}.aux_loss_terms() did not return; its terms are {sorted(terms)}"
+                )
+            check_finite_float(
+                value,
+                f"coefficient {name!r} returned by {owner}.aux_loss_coefficients()",
+                min_value=0.0,
+            )
 
     def _require_cache(self, what: str) -> Any:
         if not self._aux_has_run:

@@ -20,6 +20,8 @@ Two paths feed a book:
 from __future__ import annotations
 
 import sys
+import warnings
+import weakref
 from collections.abc import Mapping
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any
@@ -27,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from multiloss._validation import check_finite_float, check_loss_name, describe
+from multiloss._modules import module_path
+from multiloss._validation import check_bool, check_finite_float, check_loss_name, describe
 from multiloss.book import _OPEN, _PENDING, LossBook
 
 if TYPE_CHECKING:
@@ -36,6 +39,8 @@ if TYPE_CHECKING:
 __all__ = ["LossBook", "add_loss", "collect", "current_book", "mark_representation", "record"]
 
 _ACTIVE: ContextVar[LossBook | None] = ContextVar("multiloss_active_book", default=None)
+#: Modules passed as ``add_loss(module=...)`` that were found outside the collector's model.
+_WARNED_OUTSIDE: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
 
 class collect:  # noqa: N801  (a context manager used like torch.no_grad)
@@ -153,8 +158,38 @@ def add_loss(
         return value
     check_loss_name(name)
     weight = check_finite_float(weight, f"`weight` for loss {name!r}")
+    check_bool(accumulate, f"`accumulate` of add_loss for loss {name!r}")
+    if module is not None:
+        _check_emitter(module, name, book)
     book._emit_loss(name, value, weight, accumulate, module, sys._getframe(1))
     return value
+
+
+def _check_emitter(module: Any, name: str, book: LossBook) -> None:
+    """``module`` must be an ``nn.Module``; one outside the collector's model is warned about.
+
+    A warning, not an error: a loss module that a spec attaches lives outside the model and
+    may legitimately pass itself. Its loss is then named as if the model itself had emitted it,
+    which is worth knowing (two such modules would clash on one name).
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(
+            f"`module` of add_loss for loss {name!r} must be the emitting nn.Module (usually "
+            f"self) or None; got {describe(module)}"
+        )
+    root = book.root
+    if root is None or module in _WARNED_OUTSIDE:
+        return
+    if module_path(root, module) is None:
+        _WARNED_OUTSIDE.add(module)  # once per module: the lookup rebuilds the path cache
+        warnings.warn(
+            f"`module` of add_loss for loss {name!r} is a {type(module).__name__} that is not "
+            f"part of the collector's model ({type(root).__name__}); the loss is named {name!r} "
+            "as if the model itself emitted it. Pass a module of the model, or leave `module` "
+            "out to use the calling module",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def record(name: str, value: Tensor | float, *, module: nn.Module | None = None) -> None:

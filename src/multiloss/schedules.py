@@ -9,8 +9,9 @@ term that anneals in) and ``GradientReversal``'s warm-start ramp. A schedule is 
 from __future__ import annotations
 
 import math
+import operator
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from multiloss._validation import (
@@ -33,6 +34,7 @@ __all__ = [
     "SigmoidRamp",
     "StepDecay",
     "as_schedule",
+    "check_step",
 ]
 
 
@@ -44,15 +46,13 @@ class Schedule(ABC):
         """The value at ``step`` (>= 0)."""
 
     def __call__(self, step: int) -> float:
-        if step < 0:
-            raise ValueError(f"`step` of {type(self).__name__} must be >= 0; got {step}")
-        return self.value(step)
+        return self.value(check_step(step, f"`step` of {type(self).__name__}"))
 
     def __mul__(self, other: float | Schedule) -> Product:
-        return Product(self, as_schedule(other, "right operand of *"))
+        return Product(self, as_schedule(other, f"the factor multiplying {self!r}"))
 
     def __rmul__(self, other: float | Schedule) -> Product:
-        return Product(as_schedule(other, "left operand of *"), self)
+        return Product(as_schedule(other, f"the factor multiplying {self!r}"), self)
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{key}={value!r}" for key, value in self._fields().items())
@@ -102,6 +102,10 @@ class LinearWarmup(Schedule):
 class Cosine(Schedule):
     """Half-cosine from ``start`` to ``end`` over ``steps`` (after an optional linear warm-up).
 
+    ``steps`` counts the cosine alone: with ``warmup`` the schedule reaches ``end`` at step
+    ``warmup + steps``. A warm-up longer than the cosine (``warmup > steps``) is an error: it
+    almost always means ``steps`` was meant to include the warm-up.
+
     Example:
         >>> round(Cosine(100, start=1.0, end=0.0)(50), 6)
         0.5
@@ -112,6 +116,12 @@ class Cosine(Schedule):
         self.start = check_finite_float(start, "`start` of Cosine")
         self.end = check_finite_float(end, "`end` of Cosine")
         self.warmup = check_int(warmup, "`warmup` of Cosine", min_value=0)
+        if self.warmup > self.steps:
+            raise ValueError(
+                f"`warmup` of Cosine must be <= `steps` ({self.steps}); got {self.warmup}. "
+                "`steps` counts the cosine after the warm-up (the schedule ends at step "
+                "warmup + steps): a longer warm-up usually means `steps` was meant to include it"
+            )
 
     def value(self, step: int) -> float:
         if step < self.warmup:
@@ -142,11 +152,22 @@ class StepDecay(Schedule):
                 "StepDecay needs exactly one of `every` or `milestones`; "
                 f"got every={every!r}, milestones={milestones!r}"
             )
-        self.every = None if every is None else check_int(every, "`every`", min_value=1)
+        self.every = (
+            None if every is None else check_int(every, "`every` of StepDecay", min_value=1)
+        )
+        if milestones is not None and (
+            isinstance(milestones, str | bytes) or not isinstance(milestones, Iterable)
+        ):
+            raise TypeError(
+                "`milestones` of StepDecay must be a list of ints >= 0 (the steps where the "
+                f"value decays); got {describe(milestones)}"
+            )
         self.milestones = (
             None
             if milestones is None
-            else sorted(check_int(m, "each of `milestones`", min_value=0) for m in milestones)
+            else sorted(
+                check_int(m, "each of `milestones` of StepDecay", min_value=0) for m in milestones
+            )
         )
         self.factor = check_finite_float(factor, "`factor` of StepDecay")
         self.start = check_finite_float(start, "`start` of StepDecay")
@@ -281,12 +302,36 @@ class Lambda(Schedule):
         return f"Lambda({self.name})"
 
 
-def as_schedule(value: Any, what: str = "schedule") -> Schedule:
-    """A float becomes ``Constant``, a callable ``Lambda``; a ``Schedule`` is returned as is."""
+def check_step(step: Any, what: str = "`step`") -> int:
+    """Return ``step`` as an int >= 0 (any integer type: ``int``, ``numpy.int64``, an integer
+    0-dim tensor); a float or a bool is a TypeError naming ``what``."""
+    if isinstance(step, bool):
+        raise TypeError(f"{what} must be an int >= 0; got {describe(step)}")
+    try:
+        index = operator.index(step)
+    except TypeError:
+        raise TypeError(f"{what} must be an int >= 0; got {describe(step)}") from None
+    if index < 0:
+        raise ValueError(f"{what} must be >= 0; got {index}")
+    return index
+
+
+def as_schedule(value: Any, what: str = "schedule", *, min_value: float | None = None) -> Schedule:
+    """A float becomes ``Constant``, a callable ``Lambda``; a ``Schedule`` is returned as is.
+
+    Args:
+        value: The float, ``Schedule`` or callable of the step.
+        what: How to name ``value`` in errors, e.g. ``"`weights['mse']` of Trainer"``: a NaN
+            is reported under this name, not as ``Constant``'s own parameter.
+        min_value: Lower bound for a float (schedules and callables are checked by their users
+            when they are read).
+    """
     if isinstance(value, Schedule):
+        if min_value is not None and isinstance(value, Constant):
+            check_finite_float(value.value_, what, min_value=min_value)
         return value
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return Constant(value)
+        return Constant(check_finite_float(value, what, min_value=min_value))
     if callable(value):
         return Lambda(value)
     raise TypeError(

@@ -183,13 +183,23 @@ def test_bad_arguments_are_named(kwargs: dict[str, object], error: type, match: 
 
 def test_unit_dim_outside_the_activations_is_an_error() -> None:
     layer = ActivationRegularizer(penalty="kl", unit_dim=3)
-    layer(torch.rand(2, 3))
     with pytest.raises(
-        ValueError, match=r"`unit_dim` of ActivationRegularizer is 3, but .* \(2, 3\)"
+        ValueError, match=r"`unit_dim` of ActivationRegularizer must index .* got 3 .* \(2, 3\)"
     ):
-        layer.compute_aux_loss()
+        layer(torch.rand(2, 3))  # at the forward, where the activations are
 
 
 def test_repr_shows_kl_settings() -> None:
     text = repr(ActivationRegularizer(penalty="kl", rho=0.1, unit_dim=1))
     assert "penalty='kl', rho=0.1, squash='tanh', unit_dim=1" in text
+
+
+def test_unit_dim_out_of_range_is_an_error_for_every_penalty() -> None:
+    for penalty in ("l1", "l2", "kl"):
+        layer = ActivationRegularizer(penalty=penalty, unit_dim=5)
+        with pytest.raises(
+            ValueError,
+            match=r"`unit_dim` of ActivationRegularizer must index a "
+            r"dimension .*\[-2, 1\]\); got 5 for activations of shape \(3, 4\)",
+        ):
+            layer(torch.rand(3, 4))

@@ -174,3 +174,12 @@ def test_info_nce_needs_two_views() -> None:
 def test_bad_arguments_are_named(kwargs: dict, error: type, match: str) -> None:
     with pytest.raises(error, match=match):
         ContrastiveHead(**kwargs)
+
+
+def test_views_of_the_wrong_width_name_in_features() -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"`view1` of ContrastiveHead must have 3 features in its last dimension "
+        r"\(`in_features`=3\); got shape \(4, 7\)",
+    ):
+        ContrastiveHead(3, 2)(torch.randn(4, 7), torch.randn(4, 7))

@@ -137,3 +137,13 @@ def test_bad_inputs_are_named() -> None:
 def test_term_names_say_the_direction() -> None:
     assert EntropyRegularizer(mode="maximize").aux_loss_name == "entropy_gap"
     assert EntropyRegularizer(mode="minimize").aux_loss_name == "entropy"
+
+
+def test_probabilities_outside_zero_one_are_an_error_naming_the_input() -> None:
+    layer = EntropyRegularizer(mode="minimize", from_logits=False)
+    with pytest.raises(
+        ValueError,
+        match=r"the input of EntropyRegularizer\(from_logits=False\) must hold probabilities in "
+        r"\[0, 1\] \(pass from_logits=True for logits\); got values from -0.5 to -0.5",
+    ):
+        layer(torch.full((3, 4), -0.5))

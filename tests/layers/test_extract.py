@@ -110,3 +110,8 @@ def test_a_bad_inference_module_is_named() -> None:
         extract(nn.Sequential(Broken()))
     with pytest.raises(TypeError, match="`model` of extract"):
         extract("model")  # type: ignore[arg-type]
+
+
+def test_inplace_must_be_a_bool() -> None:
+    with pytest.raises(TypeError, match=r"`inplace` of extract\(\) must be a bool; got 'yes'"):
+        extract(nn.Linear(2, 2), inplace="yes")  # type: ignore[arg-type]

@@ -121,3 +121,12 @@ def test_bad_inputs_are_named(mean: object, logvar: object, error: type, match: 
 def test_bad_arguments_are_named(kwargs: dict[str, object], error: type, match: str) -> None:
     with pytest.raises(error, match=match):
         GaussianKL(**kwargs)  # type: ignore[arg-type]
+
+
+def test_active_units_checks_its_arguments() -> None:
+    with pytest.raises(TypeError, match=r"`mean` of active_units must be a floating-point Tensor"):
+        active_units("x")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"`mean` of active_units must have shape \(examples, "):
+        active_units(torch.randn(5))
+    with pytest.raises(ValueError, match=r"`threshold` of active_units must be >= 0.0; got -1"):
+        active_units(torch.randn(5, 2), threshold=-1)

@@ -194,3 +194,39 @@ def test_a_feature_that_is_not_a_tensor_is_named() -> None:
     head = AuxiliaryHead(nn.Linear(4, 2), target=1)
     with pytest.raises(TypeError, match=r"feeding AuxiliaryHead produced no tensor for the head"):
         head((torch.ones(2, 4),), target=torch.tensor([0, 1]))
+
+
+@pytest.mark.parametrize(
+    ("loss", "width", "target", "error", "match"),
+    [
+        ("bce", 1, torch.full((4,), 3.0), ValueError, r"0/1 labels .*; got values from 3 to 3"),
+        ("cross_entropy", 3, torch.tensor([0, 1, 7, 0]), ValueError, r"3 classes.*; got 7 at"),
+        ("cross_entropy", 3, torch.tensor([0, 1, 2]), ValueError, r"target shape \(3,\) int64"),
+        ("cross_entropy", 3, torch.randn(4), ValueError, r"probability targets must be"),
+        ("mse", 1, torch.randn(4, 3), ValueError, r"target shape \(4, 3\) float32"),
+        ("l1", 1, torch.randn(5), ValueError, r"target shape \(5,\) float32"),
+    ],
+)
+def test_a_target_that_does_not_fit_the_loss_names_the_target_and_loss(
+    loss: str, width: int, target: torch.Tensor, error: type[Exception], match: str
+) -> None:
+    head = AuxiliaryHead(nn.Linear(3, width), target="y", loss=loss)
+    with (
+        pytest.raises(
+            error,
+            match=rf"the `target` 'y' of AuxiliaryHead does not fit its loss '{loss}': .*" + match,
+        ),
+        ml.collect(head, batch={"y": target}),
+    ):
+        head(torch.randn(4, 3))
+
+
+def test_errors_of_a_loss_callable_get_a_note_naming_the_head() -> None:
+    def strict(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return (prediction @ target).mean()
+
+    head = AuxiliaryHead(nn.Linear(3, 2), target="y", loss=strict)
+    with pytest.raises(RuntimeError) as info, ml.collect(head, batch={"y": torch.randn(4, 2)}):
+        head(torch.randn(4, 3))
+    notes = "".join(getattr(info.value, "__notes__", []))
+    assert "loss 'strict' of AuxiliaryHead on its `target` 'y'" in notes

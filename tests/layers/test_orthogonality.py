@@ -97,3 +97,14 @@ def test_the_module_runs_unchanged() -> None:
 def test_bad_arguments_are_named(module: object, kwargs: dict, error: type, match: str) -> None:
     with pytest.raises(error, match=match):
         OrthogonalityRegularizer(module, **kwargs)  # type: ignore[arg-type]
+
+
+def test_orthogonality_gap_checks_its_weight() -> None:
+    with pytest.raises(TypeError, match=r"`weight` of orthogonality_gap must be a floating-point"):
+        orthogonality_gap("x")  # type: ignore[arg-type]
+    with pytest.raises(
+        ValueError,
+        match=r"`weight` of orthogonality_gap must have 2 or more "
+        r"dimensions .*; got shape \(4,\)",
+    ):
+        orthogonality_gap(torch.randn(4))

@@ -133,3 +133,10 @@ def test_repr_shows_the_scale() -> None:
     assert repr(GradientReversal(SigmoidRamp(100))) == (
         "GradientReversal(scale=SigmoidRamp(steps=100, gamma=10.0, high=1.0))"
     )
+
+
+def test_a_nan_scale_names_scale() -> None:
+    with pytest.raises(
+        ValueError, match="`scale` of GradientReversal must be a finite float; got nan"
+    ):
+        GradientReversal(float("nan"))

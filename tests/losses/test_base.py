@@ -99,3 +99,28 @@ def test_half_precision_target_is_cast_to_the_input_dtype() -> None:
     value = MeanSquared()(torch.ones(3, dtype=torch.bfloat16), torch.zeros(3))
     assert value.dtype == torch.bfloat16
     assert math.isclose(float(value), 1.0)
+
+
+def test_value_checks_on_an_accelerator_wait_for_the_log_period(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Off the CPU nothing is read per call: the running extremes wait on the device until
+    ``run_deferred_value_checks`` reads them all at once, and the message names the parameter."""
+    from multiloss import _validation
+
+    monkeypatch.setattr(_validation, "_read_at_once", lambda value: False)
+    loss = BinaryCrossEntropy(input="logits")
+    loss(torch.randn(4), torch.full((4,), 0.5))
+    loss(torch.randn(4), torch.full((4,), 3.0))  # bad, but not read yet
+    loss(torch.randn(4), torch.full((4,), -1.0))
+    CrossEntropy()(torch.randn(2, 3), torch.tensor([0, 2]))  # good: pending, passes
+    assert _validation.pending_value_checks() == 2
+    with pytest.raises(
+        ValueError,
+        match=r"`target` of BinaryCrossEntropy\(input='logits'\) .* "
+        r"got values from -1 to 3 \(found at a deferred check",
+    ):
+        _validation.run_deferred_value_checks()
+    assert _validation.pending_value_checks() == 0
+    loss(torch.randn(4), torch.full((4,), 1.0))
+    _validation.run_deferred_value_checks()  # a good batch after the failure: nothing pending

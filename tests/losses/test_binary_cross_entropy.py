@@ -62,3 +62,47 @@ def test_pos_weight_is_a_buffer_that_follows_the_module() -> None:
     assert "pos_weight_tensor" not in loss.state_dict()  # derived from the argument
     value = loss(torch.zeros(2, dtype=torch.float64), torch.tensor([1.0, 0.0]))
     assert float(value) == pytest.approx((2.0 + 1.0) * math.log(2) / 2)
+
+
+@pytest.mark.parametrize(
+    ("loss", "input", "target", "match"),
+    [
+        (
+            BinaryCrossEntropy(input="logits"),
+            torch.randn(4),
+            torch.full((4,), 2.0),
+            r"`target` of BinaryCrossEntropy\(input='logits'\) must hold 0/1 labels .* in "
+            r"\[0, 1\]; got values from 2 to 2",
+        ),
+        (
+            BinaryCrossEntropy(input="logits"),
+            torch.randn(4),
+            torch.tensor([0, 1, -1, 1]),
+            r"`target` .* \[0, 1\]; got values from -1 to 1",
+        ),
+        (
+            BinaryCrossEntropy(),
+            torch.full((4,), 1.5),
+            torch.ones(4),
+            r"`input` of BinaryCrossEntropy\(input='probabilities'\) must hold probabilities "
+            r"in \[0, 1\] \(pass input='logits' for raw scores\); got values from 1.5 to 1.5",
+        ),
+        (
+            BinaryCrossEntropy(),
+            torch.full((4,), 0.5),
+            torch.full((4,), -0.5),
+            r"`target` of .* got values from -0.5 to -0.5",
+        ),
+    ],
+)
+def test_values_out_of_range_are_errors_naming_the_parameter(
+    loss: BinaryCrossEntropy, input: torch.Tensor, target: torch.Tensor, match: str
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        loss(input, target)
+
+
+def test_bool_and_soft_targets_in_range_pass() -> None:
+    logits = torch.randn(3)
+    for target in (torch.tensor([True, False, True]), torch.tensor([0.0, 0.25, 1.0])):
+        assert float(BinaryCrossEntropy(input="logits")(logits, target)) > 0

@@ -51,3 +51,12 @@ def test_mismatched_pair() -> None:
 def test_label_shape_mismatch() -> None:
     with pytest.raises(TargetMismatchError, match="Contrastive"):
         Contrastive()(torch.rand(4), torch.ones(5))
+
+
+def test_labels_outside_zero_one_are_an_error_naming_target() -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"`target` of Contrastive\(margin=1.0\) must hold pair labels in \[0, 1\]"
+        r" \(1 = similar, 0 = dissimilar\); got values from 3 to 3",
+    ):
+        Contrastive()(torch.rand(4), torch.full((4,), 3.0))

@@ -115,3 +115,62 @@ def test_class_dim_out_of_range() -> None:
 def test_bad_arguments(kwargs: dict, message: str) -> None:
     with pytest.raises((TypeError, ValueError), match=message):
         CrossEntropy(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("loss", "input", "target", "match"),
+    [
+        (
+            CrossEntropy(),
+            torch.randn(4, 3),
+            torch.tensor([0, 1, 7, 0]),
+            r"`target` of CrossEntropy\(input='logits'\) \(input shape \(4, 3\) float32, class "
+            r"dim 1\) must hold class indices in \[0, 3\) for 3 classes .*; got 7 at 1 of 4",
+        ),
+        (
+            CrossEntropy(class_dim=-1, ignore_index=1),
+            torch.randn(2, 5, 3),
+            torch.full((2, 5), -1),
+            r"class indices in \[0, 3\) for 3 classes; got -1 at 10 of 10 positions",
+        ),
+        (
+            CrossEntropy(input="probabilities"),
+            -torch.rand(4, 3),
+            torch.tensor([0, 1, 2, 0]),
+            r"`input` of CrossEntropy\(input='probabilities'\) must hold probabilities in "
+            r"\[0, 1\] \(pass input='logits' for raw scores\); got values from -",
+        ),
+        (
+            CrossEntropy(target="probabilities"),
+            torch.randn(4, 3),
+            torch.full((4, 3), 5 / 3),
+            r"`target` of .* must hold class probabilities in \[0, 1\]; got values from 1.66",
+        ),
+        (
+            CrossEntropy(target="probabilities"),
+            torch.randn(4, 3),
+            torch.full((4, 3), 0.5),
+            r"`target` of .* must hold distributions summing to 1 along the class dim 1 .*; got "
+            r"values from 1.5 to 1.5",
+        ),
+        (
+            CrossEntropy(class_weight=torch.ones(5)),
+            torch.randn(4, 3),
+            torch.tensor([0, 1, 2, 0]),
+            r"`class_weight` of CrossEntropy must have one entry per class; got 5 entries for an "
+            r"input shape \(4, 3\) float32 with 3 classes along dim 1",
+        ),
+    ],
+)
+def test_bad_values_are_errors_naming_the_parameter(
+    loss: CrossEntropy, input: torch.Tensor, target: torch.Tensor, match: str
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        loss(input, target)
+
+
+def test_ignore_index_and_label_smoothing_targets_pass_the_checks() -> None:
+    logits = torch.randn(3, 4)
+    assert torch.isfinite(CrossEntropy()(logits, torch.tensor([0, -100, 3])))
+    smoothed = torch.full((3, 4), 0.1 / 4) + 0.9 * torch.eye(4)[:3]
+    assert torch.isfinite(CrossEntropy()(logits, smoothed))

@@ -47,13 +47,19 @@ def test_several_runs_no_advice_and_options(
 def test_errors_exit_1_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([str(tmp_path / "nope")]) == 1
     assert (
-        "multiloss report: error: run directory `path` must be an existing"
+        "multiloss report: error: RUN_DIR must be an existing run directory; got "
         in capsys.readouterr().err
     )
     run = runs.healthy(tmp_path / "a", steps=40)
     assert main([str(run), "--max-points", "3"]) == 1
-    assert "`max_points` of PlotOptions must be >= 10; got 3" in capsys.readouterr().err
+    assert "`--max-points` must be >= 10; got 3" in capsys.readouterr().err
     assert main([str(run), "--advice-window", "1"]) == 1
+    assert "error: `--advice-window` must be >= " in capsys.readouterr().err
+    assert main([str(run), "--advice-window", "0"]) == 1
+    assert "AdvisorConfig" not in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert main([str(run), "--out", str(tmp_path / "file")]) == 1
+    assert "error: `--out` must be a directory (created if missing)" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([str(run), "--group", "bogus"])
 

@@ -70,7 +70,7 @@ def test_bad_lines_are_skipped_with_a_warning(tmp_path: Path) -> None:
 
 
 def test_missing_directory_and_missing_log(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="must be an existing directory"):
+    with pytest.raises(FileNotFoundError, match="`path` of read_run must be an existing run dir"):
         read_run(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match=r"must contain metrics.jsonl"):

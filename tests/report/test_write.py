@@ -56,9 +56,13 @@ def test_a_failing_family_is_reported_not_fatal(tmp_path: Path) -> None:
 
 
 def test_errors(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="must be an existing directory"):
+    with pytest.raises(
+        FileNotFoundError, match="each of `run_dirs` of write_report must be an existing run dir"
+    ):
         write_report(tmp_path / "missing")
-    with pytest.raises(ValueError, match="`run_dirs` must name at least one run directory"):
+    with pytest.raises(
+        ValueError, match="`run_dirs` of write_report must name at least one run directory"
+    ):
         write_report([])
 
 
@@ -67,3 +71,38 @@ def test_page_stays_small_for_a_long_run(tmp_path: Path) -> None:
     page = write_report(run, options=PlotOptions(dpi=40))
     log = os.path.getsize(run / "metrics.jsonl")
     assert os.path.getsize(page) < min(log, 1_500_000)
+
+
+def test_bad_arguments_name_the_parameter(tmp_path: Path) -> None:
+    run = runs.healthy(tmp_path / "a", steps=20)
+    out = tmp_path / "out"
+    with pytest.raises(
+        TypeError,
+        match=r"`options` of write_report must be a PlotOptions or None; "
+        r"got 'x' \(str\)",
+    ):
+        write_report(run, out, options="x")  # type: ignore[arg-type]
+    with pytest.raises(
+        TypeError,
+        match=r"`advisor` of write_report must be True, False or an "
+        r"AdvisorConfig; got 'x'",
+    ):
+        write_report(run, out, advisor="x")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"`title` of write_report must be a str or None; got 3"):
+        write_report(run, out, title=3)  # type: ignore[arg-type]
+    with pytest.raises(
+        TypeError,
+        match=r"`run_dirs` of write_report must be a run directory or "
+        r"a list of them; got 123 \(int\)",
+    ):
+        write_report(123, out)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"each of `run_dirs` of write_report must be a path"):
+        write_report([run, 5], out)  # type: ignore[list-item]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(
+        NotADirectoryError,
+        match=r"`out_dir` of write_report must be a directory "
+        r"\(created if missing\); got .*file', which is a file",
+    ):
+        write_report(run, out_dir=tmp_path / "file")
+    assert not out.exists()  # nothing was written before the checks

@@ -115,3 +115,19 @@ def test_csv_resume_keeps_rows_up_to_the_checkpoint(tmp_path: Path) -> None:
     again.close()
     lines = path.read_text().splitlines()
     assert lines == ["kind,step,loss/a", "train,1,1.0", "train,2,2.0", "train,3,30.0"]
+
+
+@pytest.mark.parametrize(
+    ("build", "error", "match"),
+    [
+        (lambda: CSVSink(path=123), TypeError, r"`path` of CSVSink must be a path .*; got 123"),
+        (lambda: JSONLSink(path=1.5), TypeError, r"`path` of JSONLSink must be a path"),
+        (lambda: TensorBoardSink(log_dir=5), TypeError, r"`log_dir` of TensorBoardSink must be a"),
+        (lambda: CSVSink(rewrite_every="x"), TypeError, r"`rewrite_every` of CSVSink must be an"),
+        (lambda: CSVSink(rewrite_every=0), ValueError, r"`rewrite_every` of CSVSink must be >= 1"),
+        (lambda: ProgressBar(disable="x"), TypeError, r"`disable` of ProgressBar must be a bool"),
+    ],
+)
+def test_bad_arguments_name_the_parameter(build, error, match) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(error, match=match):
+        build()

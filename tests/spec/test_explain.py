@@ -86,3 +86,8 @@ def test_explain_under_no_grad_still_reads_ops() -> None:
     with torch.no_grad():
         rows = explain(Model(), batch=(torch.randn(2, 4), torch.tensor([0, 2])), quiet=True)
     assert rows[0].rule == "probabilities/index"
+
+
+def test_a_model_that_is_not_a_module_names_explains_parameter() -> None:
+    with pytest.raises(TypeError, match=r"`model` of explain\(\) must be an nn.Module .*; got 'x'"):
+        explain("x", Automatic, batch=(torch.randn(2, 3),), quiet=True)  # type: ignore[arg-type]

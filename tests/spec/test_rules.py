@@ -211,7 +211,9 @@ def test_pair_embeddings_marker_on_a_tuple_output() -> None:
     ],
 )
 def test_markers(kind: str, target: Tensor, rule: str, loss_type: type) -> None:
-    model = mark_output(nn.Linear(3, 2), kind)
+    # Probabilities are checked to lie in [0, 1]: the marked output must really be some.
+    base = nn.Sequential(nn.Linear(3, 2), nn.Softmax(-1)) if kind == "probabilities" else None
+    model = mark_output(base if base is not None else nn.Linear(3, 2), kind)
     net = attach(model)
     net((torch.rand(4, 3), target))
     assert net.plan is not None

@@ -300,3 +300,51 @@ def test_extract_returns_the_plain_model_of_a_training_net() -> None:
     model = torch.nn.Linear(3, 2)
     training_net = ml.attach(model, ml.Automatic)
     assert extract(training_net, inplace=True) is model
+
+
+def test_class_index_out_of_range_names_the_spec_port_and_target() -> None:
+    class Classifier(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = nn.Linear(2, 3)
+
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"cls": self.linear(x)}
+
+    batch = {"x": torch.randn(4, 2), "cls": torch.tensor([0, 1, 7, 0])}
+    # A foreign loss: torch's IndexError, with a note naming the spec, the port and the target.
+    with pytest.raises(IndexError) as info:
+        attach(Classifier(), Attach("cls", nn.CrossEntropyLoss()), inputs="x")(batch)
+    notes = "".join(getattr(info.value, "__notes__", []))
+    assert "loss 'cls' = Attach('cls', CrossEntropyLoss()) on port 'cls'" in notes
+    assert "target batch['cls'] shape (4,) int64" in notes
+    # Ours: a ValueError naming `target`, the classes and the value, with the same note.
+    with pytest.raises(ValueError, match=r"`target` of CrossEntropy.*3 classes.*got 7") as found:
+        attach(Classifier(), Attach("cls", CrossEntropy()), inputs="x")(batch)
+    assert "on port 'cls'" in "".join(getattr(found.value, "__notes__", []))
+
+
+@pytest.mark.parametrize(
+    ("returned", "error", "match"),
+    [
+        (
+            lambda out: {1: out.mean()},
+            TypeError,
+            r"each key of the mapping that loss 'pred' \(Attach\('pred', .*\)\) returned must be a "
+            r"non-empty string; got 1 \(int\)",
+        ),
+        (lambda out: {}, ValueError, r"loss 'pred' \(Attach\('pred', .*\)\) returned an empty"),
+        (
+            lambda out: out.pow(2).mean(1),
+            ValueError,
+            r"loss 'pred' \(from Attach\('pred', .*\)\) must be a scalar .*; got shape \(3,\)",
+        ),
+    ],
+    ids=["int-key", "empty", "non-scalar"],
+)
+def test_what_an_attached_loss_returns_is_checked(returned, error, match) -> None:  # type: ignore[no-untyped-def]
+    def reg(output: Tensor) -> object:
+        return returned(output)
+
+    with pytest.raises(error, match=match):
+        attach(WithLosses(), Attach("pred", reg))(_batch())

@@ -145,3 +145,14 @@ def test_resume_restores_hook_state_and_continues(tmp_path: Path) -> None:
     trainer.fit(regression_batches(6), steps=6, resume=True)
     assert second.count == 6
     assert [e["event"] for e in trainer.history.events] == ["resume"]
+
+
+def test_resume_with_another_optimizer_class_is_named(tmp_path: Path) -> None:
+    model = TwoLoss()
+    first = ml.Trainer(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), run_dir=tmp_path, sinks=[]
+    )
+    first.fit(regression_batches(2), steps=2)
+    again = ml.Trainer(model, torch.optim.Adam(model.parameters()), run_dir=tmp_path, sinks=[])
+    with pytest.raises(ValueError, match=r"with a SGD optimizer .* has a Adam"):
+        again.fit(regression_batches(2), steps=4, resume=True)

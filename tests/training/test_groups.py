@@ -80,7 +80,7 @@ def test_group_errors_are_named() -> None:
     with pytest.raises(ValueError, match=r"group 'group0' selects none of the losses"):
         ml.Trainer(model, groups, sinks=[]).fit([torch.randn(2, 2)], steps=1)
     with pytest.raises(ValueError, match="give each OptimizerGroup its own `scheduler`"):
-        ml.Trainer(model, groups, sinks=[], scheduler=object())
+        ml.Trainer(model, groups, sinks=[], scheduler=torch.optim.lr_scheduler.StepLR(opt, 1))
 
 
 def test_gan_example_learns_the_ring(monkeypatch: pytest.MonkeyPatch) -> None:

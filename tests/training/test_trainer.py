@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -192,7 +193,10 @@ def test_nonfinite_skip_counts_logs_and_continues() -> None:
     assert trainer.skipped == 2
     assert optimizer.state_dict()["state"][0]["step"] == 3  # 5 steps, 2 skipped
     events = [e for e in history.events if e["event"] == "nonfinite"]
-    assert [e["step"] for e in events] == [1, 3]
+    # The message names the step by its index (as add_loss sees it); the row is the one of
+    # the step it skipped, counted like the train rows (steps taken after it).
+    assert [e["step"] for e in events] == [2, 4]
+    assert "at step 1" in events[0]["message"]
     assert "'bad' = nan" in events[0]["message"]
     assert history.last()["skipped"] == 2
     assert not torch.equal(model.lin.weight, before["lin.weight"])
@@ -404,11 +408,29 @@ def test_epochs_over_data_without_length() -> None:
         ({"accumulate": 1.5}, TypeError, "`accumulate` must be an int; got 1.5"),
         ({"grad_clip": -1.0}, ValueError, "`grad_clip` must be > 0.0; got -1.0"),
         ({"amp": "fp8"}, ValueError, r"`amp` must be one of .*got 'fp8'"),
-        ({"weights": {"a": float("nan")}}, ValueError, "`value` of Constant must be a finite"),
+        (
+            {"weights": {"a": float("nan")}},
+            ValueError,
+            r"`weights\['a'\]` must be a finite float; got nan",
+        ),
         ({"weights": {"a": "x"}}, TypeError, r"`weights\['a'\]` must be a float"),
         ({"hooks": [object()]}, TypeError, "each of `hooks` must be a multiloss Hook"),
         ({"checkpoint_every": 5}, ValueError, "`checkpoint_every` needs a `run_dir`"),
         ({"balancer": "Uncertainty"}, TypeError, "`balancer` must be a multiloss.balancing"),
+        ({"balancer": ml.balancing.MGDA}, TypeError, r"got the class MGDA: pass MGDA\(\)"),
+        ({"weights": "x"}, TypeError, "`weights` must be a dict of loss name"),
+        ({"scheduler": "x"}, TypeError, r"`scheduler` must be an LR scheduler .*got 'x'"),
+        ({"hooks": ml.Hook()}, TypeError, "`hooks` must be a list of multiloss Hook"),
+        ({"sinks": ["x"]}, TypeError, "each of `sinks` must be a multiloss sink"),
+        ({"forward": "x"}, TypeError, r"`forward` must be a function forward\(model, batch\)"),
+        ({"ddp": "x"}, TypeError, "`ddp` must be a bool or a dict of DDP options"),
+        ({"shared": [1]}, TypeError, "each of `shared` must be a parameter; got 1"),
+        ({"grad_diagnostics": "no"}, TypeError, "`grad_diagnostics` must be a bool; got 'no'"),
+        ({"val_every": 0}, ValueError, "`val_every` must be >= 1; got 0"),
+        ({"run_dir": ""}, ValueError, "`run_dir` must name a directory; got ''"),
+        ({"run_dir": 123}, TypeError, "`run_dir` must be a path"),
+        ({"device": "gpu9"}, ValueError, "`device` must be a torch.device or a device string"),
+        ({"device": "cuda:7"}, ValueError, "`device` 'cuda:7' is not available on this machine"),
     ],
 )
 def test_bad_trainer_arguments_are_named(kwargs: dict, error: type, match: str) -> None:
@@ -427,8 +449,23 @@ def test_bad_model_optimizer_and_fit_arguments() -> None:
         trainer.fit(regression_batches(1))
     with pytest.raises(ValueError, match="`data` is empty"):
         trainer.fit([], steps=1)
-    with pytest.raises(TypeError, match="`data` must be an iterable of batches"):
+    with pytest.raises(TypeError, match=r"`data` of fit\(\) must be an iterable of batches"):
         trainer.fit(3, steps=1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"`val_data` of fit\(\) must be an iterable"):
+        trainer.fit(regression_batches(1), steps=1, val_data=5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"`resume` of fit\(\) must be a bool; got 'yes'"):
+        trainer.fit(regression_batches(1), steps=1, resume="yes")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"`data` of evaluate\(\) must be an iterable"):
+        trainer.evaluate(5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"`max_batches` of evaluate\(\) must be >= 1; got -1"):
+        trainer.evaluate(regression_batches(1), max_batches=-1)
+
+
+def test_a_file_as_run_dir_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "a-file"
+    path.write_text("")
+    with pytest.raises(ValueError, match=r"`run_dir` must be a directory; .* is a file"):
+        make_trainer(run_dir=path)
 
 
 class _MultiHead(torch.nn.Module):

@@ -126,20 +126,27 @@ class ActivationRegularizer(AuxiliaryLossModule):
             output = self.module(*args, **kwargs)
             who = f"the module wrapped by ActivationRegularizer ({type(self.module).__name__})"
         if self.use_aux_loss:
-            self.save_for_aux_loss(select_tensor(output, self.select, who))
+            activations = select_tensor(output, self.select, who)
+            self._check_unit_dim(activations)
+            self.save_for_aux_loss(activations)
         return output
+
+    def _check_unit_dim(self, activations: Tensor) -> None:
+        """``unit_dim`` must index the activations (shapes only: free on any device)."""
+        dim = self.unit_dim
+        if activations.dim() > 0 and not -activations.dim() <= dim < activations.dim():
+            raise ValueError(
+                f"`unit_dim` of ActivationRegularizer must index a dimension of the activations "
+                f"(in [{-activations.dim()}, {activations.dim() - 1}]); got {dim} for "
+                f"activations of shape {tuple(activations.shape)}"
+            )
 
     def _units(self, activations: Tensor) -> Tensor:
         """``activations`` as ``(rows, units)``: every dimension but ``unit_dim`` is a row."""
         if activations.dim() == 0:
             return activations.reshape(1, 1)
-        dim = self.unit_dim
-        if not -activations.dim() <= dim < activations.dim():
-            raise ValueError(
-                f"`unit_dim` of ActivationRegularizer is {dim}, but the activations have shape "
-                f"{tuple(activations.shape)}"
-            )
-        moved = activations.movedim(dim, -1)
+        self._check_unit_dim(activations)
+        moved = activations.movedim(self.unit_dim, -1)
         return moved.reshape(-1, moved.shape[-1])
 
     def _activity(self, activations: Tensor) -> Tensor:

@@ -114,6 +114,8 @@ class ContrastiveHead(AuxiliaryLossModule):
                     f"{describe(projector)}"
                 )
             self.projector = projector
+            #: The width the default projector expects (None: a projector of your own).
+            self.in_features: int | None = None
         else:
             if in_features is None:
                 raise ValueError(
@@ -121,6 +123,7 @@ class ContrastiveHead(AuxiliaryLossModule):
                     "`projector` module; got neither"
                 )
             width = check_int(in_features, "`in_features` of ContrastiveHead", min_value=1)
+            self.in_features = width
             hidden = width if hidden_features is None else hidden_features
             self.projector = _projector(
                 width,
@@ -153,6 +156,12 @@ class ContrastiveHead(AuxiliaryLossModule):
                     f"`{name}` of ContrastiveHead must be a floating-point Tensor of shape "
                     f"(batch, features...); got {describe(view)}"
                 )
+        width = self.in_features
+        if width is not None and views[0].shape[-1] != width:
+            raise ValueError(
+                f"`view1` of ContrastiveHead must have {width} features in its last dimension "
+                f"(`in_features`={width}); got shape {tuple(views[0].shape)}"
+            )
         if len(views) == 2 and views[0].shape != views[1].shape:
             raise ValueError(
                 "the two views of ContrastiveHead must have the same shape; got `view1` "

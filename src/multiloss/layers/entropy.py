@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from multiloss._validation import check_choice, check_int, describe
+from multiloss._validation import check_choice, check_int, check_values_in, describe
 from multiloss.aux import AuxiliaryLossModule
 
 __all__ = ["EntropyRegularizer"]
@@ -95,6 +95,16 @@ class EntropyRegularizer(AuxiliaryLossModule):
                 f"{tuple(x.shape)}"
             )
         if self.use_aux_loss:
+            if not self.from_logits:
+                # Negative "probabilities" (logits passed by mistake) give a meaningless
+                # entropy; one min/max, read at once on the CPU, at the log period elsewhere.
+                check_values_in(
+                    x,
+                    "the input of EntropyRegularizer(from_logits=False)",
+                    low=0.0,
+                    high=1.0,
+                    expected="hold probabilities in [0, 1] (pass from_logits=True for logits)",
+                )
             self.save_for_aux_loss(x)
         return x
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from multiloss._validation import describe
+from multiloss._validation import check_bool, describe
 from multiloss.aux import AuxiliaryLossModule
 
 __all__ = ["extract"]
@@ -83,6 +83,8 @@ def extract(model: nn.Module, *, inplace: bool = False, disable_aux_losses: bool
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"`model` of extract() must be an nn.Module; got {describe(model)}")
+    check_bool(inplace, "`inplace` of extract()")
+    check_bool(disable_aux_losses, "`disable_aux_losses` of extract()")
     replacement = _replacement(model)
     while replacement is not model:
         model, replacement = replacement, _replacement(replacement)

@@ -28,6 +28,16 @@ def active_units(mean: Tensor, threshold: float = 0.01) -> Tensor:
         >>> int(active_units(mean))  # the constant dimension carries no information
         1
     """
+    if not isinstance(mean, Tensor) or not mean.is_floating_point():
+        raise TypeError(
+            f"`mean` of active_units must be a floating-point Tensor; got {describe(mean)}"
+        )
+    if mean.dim() < 2:
+        raise ValueError(
+            "`mean` of active_units must have shape (examples, latent dims...); got shape "
+            f"{tuple(mean.shape)}"
+        )
+    threshold = check_finite_float(threshold, "`threshold` of active_units", min_value=0.0)
     flat = mean.detach().float().reshape(mean.shape[0], -1)
     return (flat.var(0, correction=0) > threshold).sum()
 

@@ -6,23 +6,26 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from multiloss._validation import describe
 from multiloss.aux import AuxiliaryLossModule
 from multiloss.collect import collecting, current_book
 from multiloss.layers._inputs import Selector, check_selector, read_target, select_tensor
+from multiloss.losses import BinaryCrossEntropy, CrossEntropy, Loss, MeanAbsolute, MeanSquared
 
 __all__ = ["AuxiliaryHead", "DroppedHead"]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
-_LOSSES: dict[str, LossFn] = {
-    "cross_entropy": F.cross_entropy,
-    "bce": F.binary_cross_entropy_with_logits,
-    "mse": F.mse_loss,
-    "l1": F.l1_loss,
+# The built-in losses are multiloss's own: they check the target's shape, dtype and values (a
+# class index out of range, a 0/1 label of 3) and name what is wrong, where torch's functions
+# broadcast, fail with an IndexError or return a negative loss.
+_LOSSES: dict[str, Loss] = {
+    "cross_entropy": CrossEntropy(),
+    "bce": BinaryCrossEntropy(input="logits"),
+    "mse": MeanSquared(),
+    "l1": MeanAbsolute(),
 }
 
 
@@ -116,7 +119,8 @@ class AuxiliaryHead(AuxiliaryLossModule):
                     f"got {loss!r}"
                 )
             self.loss_name: str = loss
-            self.loss_fn: LossFn = _LOSSES[loss]
+            # A bound method, not the module: the shared loss must not become a submodule.
+            self.loss_fn: LossFn = _LOSSES[loss].forward
         elif callable(loss):
             self.loss_name = "loss"
             self.loss_fn = loss
@@ -154,7 +158,33 @@ class AuxiliaryHead(AuxiliaryLossModule):
         # Losses in float32: under autocast the head's output may be bfloat16.
         if target.is_floating_point():
             target = target.float()
-        return self.loss_fn(prediction.float(), target)
+        try:
+            return self.loss_fn(prediction.float(), target)
+        except ValueError as error:
+            if self.loss_name != "loss":
+                # Our own loss named the problem; say which head and which batch entry it was.
+                raise type(error)(
+                    f"the `target` {self.target!r} of AuxiliaryHead does not fit its loss "
+                    f"{self.loss_name!r}: {error}"
+                ) from None
+            self._add_note(error)
+            raise
+        except (RuntimeError, IndexError, TypeError) as error:
+            self._add_note(error)
+            raise
+
+    def _add_note(self, error: Exception) -> None:
+        """Name the head and its target on an error raised by a loss callable."""
+        if hasattr(error, "add_note"):  # Python >= 3.11
+            error.add_note(
+                f"multiloss: while computing the loss {self._loss_label()!r} of AuxiliaryHead "
+                f"on its `target` {self.target!r}"
+            )
+
+    def _loss_label(self) -> str:
+        if self.loss_name != "loss":
+            return self.loss_name
+        return str(getattr(self.loss_fn, "__name__", "callable"))
 
     def aux_loss_terms(self, cache: tuple[Tensor, Tensor]) -> Tensor:
         return self._loss(*cache)
@@ -179,12 +209,7 @@ class AuxiliaryHead(AuxiliaryLossModule):
         return DroppedHead("AuxiliaryHead")
 
     def extra_repr(self) -> str:
-        loss = (
-            self.loss_name
-            if self.loss_name != "loss"
-            else getattr(self.loss_fn, "__name__", "callable")
-        )
-        parts = [f"target={self.target!r}", f"loss={loss!r}"]
+        parts = [f"target={self.target!r}", f"loss={self._loss_label()!r}"]
         if self.detach:
             parts.append("detach=True")
         return ", ".join([*parts, super().extra_repr()])

@@ -35,6 +35,15 @@ def orthogonality_gap(weight: Tensor) -> Tensor:
         >>> float(orthogonality_gap(2 * torch.eye(2)))  # ||4 I - I||^2 = 2 * 3^2
         18.0
     """
+    if not isinstance(weight, Tensor) or not weight.is_floating_point():
+        raise TypeError(
+            f"`weight` of orthogonality_gap must be a floating-point Tensor; got {describe(weight)}"
+        )
+    if weight.dim() < 2:
+        raise ValueError(
+            "`weight` of orthogonality_gap must have 2 or more dimensions (a matrix, or a conv "
+            f"kernel (out, in, *kernel)); got shape {tuple(weight.shape)}"
+        )
     matrix = _matrix(weight).float()
     rows, cols = matrix.shape
     # Keep the Gram product out of autocast: in bfloat16 its rounding error (~1e-2) is the

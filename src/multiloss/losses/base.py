@@ -5,6 +5,11 @@ Every built-in loss validates its input and target before handing them to
 ``(N, 1)`` against ``(N,)`` bug of ``mse_loss``), and a mismatch raises
 :class:`TargetMismatchError` naming the loss, both shapes and both dtypes. The checks read only
 shapes and dtypes, so they never synchronize the device with the host.
+
+Checks on values (probabilities in [0, 1], class indices below the number of classes) cost one
+reduction each: on the CPU they raise at once; on an accelerator they are deferred and read at
+the log period (see ``multiloss._validation.check_values_in``); under ``torch.compile`` they are
+skipped.
 """
 
 from __future__ import annotations
@@ -14,7 +19,12 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from multiloss._validation import check_choice, describe
+from multiloss._validation import (
+    check_choice,
+    check_class_indices,
+    check_values_in,
+    describe,
+)
 
 __all__ = ["REDUCTIONS", "Loss", "TargetMismatchError", "describe_tensor"]
 
@@ -131,6 +141,36 @@ class Loss(nn.Module):
                 f"{dim}, {tuple(expected)}",
             )
         return indices.long()
+
+    def _check_unit_interval(self, value: Tensor, role: str, meaning: str, hint: str = "") -> None:
+        """Raise ValueError naming ``role`` (``input``/``target``) if a value is outside
+        [0, 1]; ``meaning`` says what the values are (``"probabilities"``), ``hint`` how to
+        fix a likely mistake."""
+        check_values_in(
+            value,
+            f"`{role}` of {self!r}",
+            low=0.0,
+            high=1.0,
+            expected=f"hold {meaning} in [0, 1]" + (f" ({hint})" if hint else ""),
+        )
+
+    def _check_indices(self, input: Tensor, indices: Tensor, dim: int, ignore_index: int) -> None:
+        """Raise ValueError naming ``target``, the number of classes and the bad indices."""
+        check_class_indices(
+            indices,
+            input.shape[dim],
+            f"`target` of {self!r} (input {describe_tensor(input)}, class dim {dim})",
+            ignore_index=ignore_index,
+        )
+
+    def _check_class_weight(self, weight: Tensor | None, input: Tensor, dim: int) -> None:
+        """``class_weight`` must have one entry per class of ``input``."""
+        if weight is not None and weight.shape[0] != input.shape[dim]:
+            raise ValueError(
+                f"`class_weight` of {type(self).__name__} must have one entry per class; got "
+                f"{weight.shape[0]} entries for an input {describe_tensor(input)} with "
+                f"{input.shape[dim]} classes along dim {dim}"
+            )
 
     def _reduce(self, values: Tensor) -> Tensor:
         if self.reduction == "mean":

@@ -21,6 +21,9 @@ class BinaryCrossEntropy(Loss):
 
     The target has the input's shape (a trailing dimension of size 1 may differ, so one logit
     per example against ``(N,)`` labels works) and may be float in [0, 1], bool or integer 0/1.
+    A target (or, with ``input="probabilities"``, an input) outside [0, 1] is a ValueError that
+    names it, rather than a negative loss (one min/max reduction per call; read at once on the
+    CPU, at the log period on an accelerator).
 
     Args:
         input: ``"probabilities"`` (a sigmoid output, via ``F.binary_cross_entropy``) or
@@ -70,8 +73,14 @@ class BinaryCrossEntropy(Loss):
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         input = self._check_input(input, target)
+        original = target
         target = self._aligned_target(input, target)
+        if original.dtype != torch.bool:
+            self._check_unit_interval(target, "target", "0/1 labels or label probabilities")
         if self.input == "probabilities":
+            self._check_unit_interval(
+                input, "input", "probabilities", "pass input='logits' for raw scores"
+            )
             return F.binary_cross_entropy(input, target, reduction=self.reduction)
         pos_weight = self.pos_weight_tensor
         if pos_weight is not None and pos_weight.dtype != input.dtype:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -84,6 +85,10 @@ class Contrastive(Loss):
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         distance = self._distance(input, target)
         similar = self._aligned_target(distance, target)
+        if target.dtype != torch.bool:
+            self._check_unit_interval(
+                similar, "target", "pair labels", "1 = similar, 0 = dissimilar"
+            )
         pushed = F.relu(self.margin - distance)
         values = similar * distance.square() + (1 - similar) * pushed.square()
         return self._reduce(values)

@@ -8,7 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from multiloss._validation import check_choice, check_finite_float, check_int, describe
+from multiloss._validation import (
+    check_choice,
+    check_finite_float,
+    check_int,
+    check_values_in,
+    describe,
+)
 from multiloss.losses.base import Loss, join_repr
 
 __all__ = ["CrossEntropy"]
@@ -29,6 +35,10 @@ class CrossEntropy(Loss):
 
     The target ``q`` is either class indices (an integer tensor of the input's shape without
     the class dim) or a distribution over the classes (a float tensor of the input's shape).
+    Values are checked, one reduction each: class indices in ``[0, classes)`` (or
+    ``ignore_index``), distributions in [0, 1] summing to 1, probability inputs in [0, 1]; a
+    bad value is a ValueError naming ``input`` or ``target`` (at once on the CPU; on an
+    accelerator at the log period, so the device is not stalled every step).
 
     Args:
         input: What the input holds: ``"logits"``, ``"probabilities"`` or
@@ -97,8 +107,10 @@ class CrossEntropy(Loss):
         if kind == "auto":
             floating = isinstance(target, Tensor) and target.is_floating_point()
             kind = "probabilities" if floating else "index"
+        self._check_class_weight(self.class_weight, input, dim)
         if kind == "index":
             target = self._index_target(input, target, dim)
+            self._check_indices(input, target, dim, self.ignore_index)
         else:
             target = self._check_target_tensor(input, target)
             if target.shape != input.shape or not target.is_floating_point():
@@ -109,6 +121,11 @@ class CrossEntropy(Loss):
                     f"{tuple(input.shape)}",
                 )
             target = target.to(input.dtype)
+            self._check_distribution(target, dim)
+        if self.input == "probabilities":
+            self._check_unit_interval(
+                input, "input", "probabilities", "pass input='logits' for raw scores"
+            )
         # F.cross_entropy reads classes from dim 1 (dim 0 for one unbatched sample).
         canonical = 1 if input.dim() >= 2 else 0
         scores = input
@@ -125,6 +142,21 @@ class CrossEntropy(Loss):
             ignore_index=self.ignore_index,
             reduction=self.reduction,
             label_smoothing=self.label_smoothing,
+        )
+
+    def _check_distribution(self, target: Tensor, dim: int) -> None:
+        """Probability targets: entries in [0, 1], each summing to 1 over the classes."""
+        what = f"`target` of {self!r}"
+        self._check_unit_interval(target, "target", "class probabilities")
+        # Rounding of a float16 softmax leaves sums a few 1e-3 away from 1.
+        tolerance = 1e-2 if torch.finfo(target.dtype).bits <= 16 else 1e-3
+        check_values_in(
+            target.sum(dim),
+            what,
+            low=1.0 - tolerance,
+            high=1.0 + tolerance,
+            expected=f"hold distributions summing to 1 along the class dim {dim} (use "
+            "target='index' for class indices)",
         )
 
     def extra_repr(self) -> str:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor
 
-from multiloss._validation import check_int, describe
+from multiloss._validation import check_int, check_values_in, describe
 from multiloss.losses.base import Loss, join_repr
 
 __all__ = ["NLL"]
@@ -60,6 +61,18 @@ class NLL(Loss):
         input = self._check_input(input, target, "a floating-point tensor of log-probabilities")
         dim = self._class_dim(input, target, self.class_dim)
         target = self._index_target(input, target, dim)
+        self._check_class_weight(self.class_weight, input, dim)
+        self._check_indices(input, target, dim, self.ignore_index)
+        # log p <= 0; anything above (plus rounding) is not a log-probability and would give a
+        # negative loss.
+        check_values_in(
+            input,
+            f"`input` of {self!r}",
+            low=-math.inf,
+            high=1e-4,
+            expected="hold log-probabilities (<= 0, a log_softmax output; use CrossEntropy "
+            "for logits)",
+        )
         canonical = 1 if input.dim() >= 2 else 0
         if dim != canonical:
             input = input.movedim(dim, canonical)

@@ -91,13 +91,33 @@ def run_command(args: argparse.Namespace) -> int:
             advisor = AdvisorConfig.from_options(**window)
         out = Path(args.out) if args.out else default_out_dir(args.run_dirs)
         page = write_report(args.run_dirs, out, options=options, advisor=advisor, title=args.title)
-    except (FileNotFoundError, ValueError, TypeError) as error:
-        print(f"multiloss report: error: {error}", file=sys.stderr)
+    except (FileNotFoundError, NotADirectoryError, ValueError, TypeError) as error:
+        print(f"multiloss report: error: {_in_flags(str(error))}", file=sys.stderr)
         return 1
     if advisor is not False:
         _print_findings(page)
     print(f"report written to {page}")
     return 0
+
+
+#: How the library names a parameter in its errors -> the command-line flag that sets it.
+_FLAGS = {
+    "`max_points` of PlotOptions": "--max-points",
+    "`smoothing` of PlotOptions": "--smoothing",
+    "`dpi` of PlotOptions": "--dpi",
+    "`group` of PlotOptions": "--group",
+    "`window` of AdvisorConfig": "--advice-window",
+    "`title` of write_report": "--title",
+    "`out_dir` of write_report": "--out",
+    "each of `run_dirs` of write_report": "RUN_DIR",
+}
+
+
+def _in_flags(message: str) -> str:
+    """An error message of the library with its parameter names as the user typed them."""
+    for parameter, flag in _FLAGS.items():
+        message = message.replace(parameter, f"`{flag}`" if flag.startswith("--") else flag)
+    return message
 
 
 def _print_findings(page: Path) -> None:

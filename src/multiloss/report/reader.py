@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from multiloss._validation import check_path, describe
 from multiloss.report.table import Table
 
 __all__ = ["METRICS_FILE", "RUN_FILE", "Run", "read_run", "read_runs"]
@@ -129,19 +130,23 @@ def _read_info(folder: Path) -> dict[str, Any]:
     return info if isinstance(info, dict) else {}
 
 
-def read_run(path: str | Path, *, name: str | None = None) -> Run:
+def read_run(path: str | Path, *, name: str | None = None, what: str = "`path` of read_run") -> Run:
     """Read the run in directory ``path``.
 
     Args:
         path: A run directory holding ``metrics.jsonl`` (and usually ``run.json``).
         name: Label for plots; defaults to the directory's name.
+        what: How to name ``path`` in errors (callers pass their own parameter's name).
 
     Raises:
         FileNotFoundError: ``path`` is not a directory or has no ``metrics.jsonl``.
     """
-    folder = Path(path)
+    folder = check_path(path, what)
     if not folder.is_dir():
-        raise FileNotFoundError(f"run directory `path` must be an existing directory; got {path!r}")
+        state = "a file" if folder.exists() else "nothing there"
+        raise FileNotFoundError(
+            f"{what} must be an existing run directory; got {str(path)!r} ({state})"
+        )
     metrics = folder / METRICS_FILE
     if not metrics.is_file():
         raise FileNotFoundError(
@@ -173,11 +178,13 @@ def read_run(path: str | Path, *, name: str | None = None) -> Run:
     )
 
 
-def read_runs(paths: Sequence[str | Path]) -> list[Run]:
+def read_runs(paths: Sequence[str | Path], what: str = "`run_dirs`") -> list[Run]:
     """Read several runs, giving each a distinct name (parent folders added where needed)."""
+    if isinstance(paths, str | Path) or not isinstance(paths, Sequence):
+        raise TypeError(f"{what} must be a run directory or a list of them; got {describe(paths)}")
     if not paths:
-        raise ValueError("`run_dirs` must name at least one run directory; got none")
-    folders = [Path(path).resolve() for path in paths]
+        raise ValueError(f"{what} must name at least one run directory; got none")
+    folders = [check_path(path, f"each of {what}").resolve() for path in paths]
     unique = list(dict.fromkeys(folders))  # the same folder twice must not clash with itself
     names = [_distinct_name(folder, unique) for folder in folders]
     counts: dict[str, int] = {}
@@ -185,7 +192,10 @@ def read_runs(paths: Sequence[str | Path]) -> list[Run]:
     for label in names:
         counts[label] = counts.get(label, 0) + 1
         labels.append(label if counts[label] == 1 else f"{label} ({counts[label]})")
-    return [read_run(path, name=label) for path, label in zip(paths, labels, strict=True)]
+    return [
+        read_run(path, name=label, what=f"each of {what}")
+        for path, label in zip(paths, labels, strict=True)
+    ]
 
 
 def _distinct_name(folder: Path, folders: list[Path]) -> str:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from multiloss._validation import check_path, describe
 from multiloss.report.advisor import AdvisorConfig, Finding, advise
 from multiloss.report.html import render_page
 from multiloss.report.plots import PLOT_FAMILIES, Plot, PlotOptions
@@ -75,9 +77,31 @@ def write_report(
         >>> page.name, (page.parent / "findings.json").is_file()
         ('index.html', True)
     """
-    paths = [run_dirs] if isinstance(run_dirs, str | Path) else list(run_dirs)
-    runs = read_runs(paths)
-    target = Path(out_dir) if out_dir is not None else default_out_dir(paths)
+    if options is not None and not isinstance(options, PlotOptions):
+        raise TypeError(
+            f"`options` of write_report must be a PlotOptions or None; got {describe(options)}"
+        )
+    if not isinstance(advisor, bool | AdvisorConfig):
+        raise TypeError(
+            "`advisor` of write_report must be True, False or an AdvisorConfig; got "
+            f"{describe(advisor)}"
+        )
+    if title is not None and not isinstance(title, str):
+        raise TypeError(f"`title` of write_report must be a str or None; got {describe(title)}")
+    paths: Sequence[str | Path] = (
+        [run_dirs] if isinstance(run_dirs, str | os.PathLike) else run_dirs
+    )
+    runs = read_runs(paths, "`run_dirs` of write_report")
+    target = (
+        check_path(out_dir, "`out_dir` of write_report")
+        if out_dir is not None
+        else default_out_dir(paths)
+    )
+    if target.exists() and not target.is_dir():
+        raise NotADirectoryError(
+            f"`out_dir` of write_report must be a directory (created if missing); got "
+            f"{str(target)!r}, which is a file"
+        )
     plot_options = options or PlotOptions()
     findings: dict[str, list[Finding]] | None = None
     if advisor is not False:

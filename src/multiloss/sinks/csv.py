@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from multiloss._validation import check_int, check_path
 from multiloss.sinks.base import RunInfo, Sink, finite_or_none
 
 __all__ = ["CSVSink"]
@@ -34,8 +35,8 @@ class CSVSink(Sink):
     """
 
     def __init__(self, path: str | Path | None = None, *, rewrite_every: int = 100) -> None:
-        self.path = Path(path) if path is not None else None
-        self.rewrite_every = rewrite_every
+        self.path = check_path(path, "`path` of CSVSink") if path is not None else None
+        self.rewrite_every = check_int(rewrite_every, "`rewrite_every` of CSVSink", min_value=1)
         self._rows: list[dict[str, Any]] = []
         self._columns: dict[str, None] = {}
 

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from multiloss._validation import check_path
 from multiloss.sinks.base import RunInfo, Sink, finite_or_none
 
 __all__ = ["JSONLSink"]
@@ -33,7 +34,7 @@ class JSONLSink(Sink):
     """
 
     def __init__(self, path: str | Path | None = None) -> None:
-        self.path = Path(path) if path is not None else None
+        self.path = check_path(path, "`path` of JSONLSink") if path is not None else None
         self._handle: IO[str] | None = None
 
     def open(self, run: RunInfo) -> None:

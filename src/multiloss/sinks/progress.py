@@ -8,7 +8,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from multiloss._validation import check_int
+from multiloss._validation import check_bool, check_int
 from multiloss.sinks.base import RunInfo, Sink
 
 __all__ = ["ProgressBar"]
@@ -29,6 +29,8 @@ class ProgressBar(Sink):
 
     def __init__(self, *, top: int = 3, disable: bool | None = None) -> None:
         self.top = check_int(top, "`top` of ProgressBar", min_value=0)
+        if disable is not None:
+            check_bool(disable, "`disable` of ProgressBar")
         self.disable = disable
         self._bar: Any = None
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from multiloss._validation import check_path
 from multiloss.sinks.base import RunInfo, Sink
 
 __all__ = ["TensorBoardSink"]
@@ -26,7 +27,9 @@ class TensorBoardSink(Sink):
     """
 
     def __init__(self, log_dir: str | Path | None = None) -> None:
-        self.log_dir = Path(log_dir) if log_dir is not None else None
+        self.log_dir = (
+            check_path(log_dir, "`log_dir` of TensorBoardSink") if log_dir is not None else None
+        )
         self._writer: Any = None
 
     def open(self, run: RunInfo) -> None:

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from multiloss._modules import unwrap
+from multiloss._validation import describe
 from multiloss.spec.base import SpecLike
 from multiloss.spec.term import describe_loss
 from multiloss.spec.training_net import TrainingNet, find_training_net
@@ -119,6 +120,11 @@ def explain(
         >>> [(row.port, row.loss, row.rule) for row in explain(model, batch=batch, quiet=True)]
         [('output', 'NLL()', 'log_probabilities/index')]
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"`model` of explain() must be an nn.Module (a model or a training net from "
+            f"attach()); got {describe(model)}"
+        )
     if batch is None:
         raise ValueError("`batch` of explain() is required: the rules read the outputs it gives")
     found = find_training_net(model)

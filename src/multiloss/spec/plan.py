@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import Tensor
 
-from multiloss._validation import check_loss_tensor, describe
+from multiloss._validation import check_loss_name, check_loss_tensor, describe
 from multiloss.losses import TargetMismatchError
 from multiloss.losses.base import describe_tensor
 from multiloss.spec.errors import MissingKeyError
@@ -147,7 +147,19 @@ def evaluate(
         output = value if item.loss is None else _apply(item, item.loss, value, data)
         weight = item.weight(step)
         if isinstance(output, Mapping):
+            if not output:
+                raise ValueError(
+                    f"loss {item.name!r} ({item.term.describe()}) returned an empty mapping; "
+                    "a loss returning a mapping must hold at least one named sub-loss"
+                )
             for key, sub in output.items():
+                if not isinstance(key, str) or not key or key != key.strip():
+                    # The message is built only on failure: describe() is not free per step.
+                    check_loss_name(
+                        key,
+                        f"each key of the mapping that loss {item.name!r} "
+                        f"({item.term.describe()}) returned",
+                    )
                 name = f"{item.name}/{key}"
                 losses[name] = _as_scalar(sub, name, item)
                 weights[name] = weight
@@ -169,11 +181,13 @@ def _apply(item: Resolved, loss: Callable[..., Any], value: Any, data: Mapping[s
         raise TargetMismatchError(
             f"loss {item.name!r} on port {item.port!r} with target batch[{item.target!r}]: {error}"
         ) from None
-    except (RuntimeError, ValueError) as error:
+    except (RuntimeError, ValueError, IndexError, TypeError) as error:
+        # Foreign losses (torch.nn) raise these with no word of the spec: add one.
         if hasattr(error, "add_note"):  # Python >= 3.11
             error.add_note(
                 f"multiloss: while computing loss {item.name!r} = {item.term.describe()} on "
-                f"the output {describe_tensor(value)} with target batch[{item.target!r}] "
+                f"port {item.port!r}, the output {describe_tensor(value)}, with target "
+                f"batch[{item.target!r}] "
                 f"{describe_tensor(target)}"
             )
         raise
@@ -185,6 +199,8 @@ def _as_scalar(value: Any, name: str, item: Resolved) -> Tensor:
     where = f"port {item.port!r}" if item.loss is None else item.term.describe()
     if not isinstance(value, Tensor):
         raise TypeError(f"loss {name!r} (from {where}) must be a tensor; got {describe(value)}")
-    if value.dim() > 0 and value.numel() != 1:
-        value = value.sum()  # an array-valued loss is summed
+    if item.loss is None and value.dim() > 0 and value.numel() != 1:
+        value = value.sum()  # an array-valued port is summed (docs/specs.md)
+    # An attached loss that returns a non-scalar (reduction="none") is an error naming the spec
+    # (from check_loss_tensor), not a silent sum: the sum of a per-example loss is rarely meant.
     return check_loss_tensor(value, name, where=where)

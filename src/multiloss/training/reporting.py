@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 import multiloss
+from multiloss._validation import run_deferred_value_checks
 from multiloss.sinks import JSONLSink, ProgressBar, RunInfo, Sink, TensorBoardSink
 from multiloss.training._base import TrainerState
 
@@ -41,6 +42,9 @@ class ReportingMixin(TrainerState):
                 prefix = f"metric/{path}/" if path else "metric/"
                 self._metrics.set_extra({prefix + k: v for k, v in diagnostics.items()})
         values = self._metrics.read(self._reducer, reset=not final)
+        # Value checks of losses and layers (targets in range...) wait on an accelerator until
+        # the device is read anyway: here. On the CPU they have raised already.
+        run_deferred_value_checks()
         elapsed = time.perf_counter() - self._period_start
         record: dict[str, Any] = {
             "kind": "train",

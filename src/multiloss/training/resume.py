@@ -54,6 +54,7 @@ class CheckpointMixin(TrainerState):
             "skipped": self.skipped,
             "model": unwrap(self.net).state_dict(),
             "optimizers": [g.optimizer.state_dict() for g in self.groups],
+            "optimizer_types": [type(g.optimizer).__name__ for g in self.groups],
             "schedulers": [
                 g.scheduler.state_dict() if g.scheduler is not None else None for g in self.groups
             ],
@@ -82,10 +83,25 @@ class CheckpointMixin(TrainerState):
                 f"checkpoint {path} has {len(state['optimizers'])} optimizers; this trainer "
                 f"has {len(self.groups)}"
             )
-        for group, opt_state, sched_state in zip(
-            self.groups, state["optimizers"], state["schedulers"], strict=True
+        saved_types = state.get("optimizer_types")  # absent from earlier checkpoints
+        for index, (group, opt_state, sched_state) in enumerate(
+            zip(self.groups, state["optimizers"], state["schedulers"], strict=True)
         ):
-            group.optimizer.load_state_dict(opt_state)
+            kind = type(group.optimizer).__name__
+            if saved_types is not None and saved_types[index] != kind:
+                raise ValueError(
+                    f"checkpoint {path} was written with a {saved_types[index]} optimizer "
+                    f"(group {group.name!r}); this trainer has a {kind}: resume with the same "
+                    "optimizer class, or start a new run_dir"
+                )
+            try:
+                group.optimizer.load_state_dict(opt_state)
+            except (KeyError, ValueError) as error:
+                raise ValueError(
+                    f"the optimizer state in checkpoint {path} does not fit this trainer's "
+                    f"{kind} (group {group.name!r}): {error!r}; resume with the optimizer and "
+                    "parameter groups the run was started with"
+                ) from error
             if group.scheduler is not None and sched_state is not None:
                 group.scheduler.load_state_dict(sched_state)
         if self.amp.scaler is not None and state["scaler"] is not None:

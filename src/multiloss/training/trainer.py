@@ -20,7 +20,15 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from multiloss._modules import unwrap
-from multiloss._validation import check_choice, check_finite_float, check_int, describe
+from multiloss._validation import (
+    check_bool,
+    check_choice,
+    check_finite_float,
+    check_int,
+    check_path,
+    describe,
+    run_deferred_value_checks,
+)
 from multiloss.aux import AuxiliaryLossModule
 from multiloss.collect import LossBook
 from multiloss.schedules import Schedule, as_schedule
@@ -135,6 +143,9 @@ class Trainer(StepMixin, CheckpointMixin, ReportingMixin):
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"`model` must be an nn.Module; got {describe(model)}")
+        _check_arguments(balancer, weights, scheduler, hooks, sinks, forward, ddp, shared)
+        if device is not None:
+            device = _check_device(device)
         self.dist = init_distributed(torch.device(device) if device is not None else None)
         self.model = unwrap(model)
         self.net: nn.Module = model
@@ -155,7 +166,7 @@ class Trainer(StepMixin, CheckpointMixin, ReportingMixin):
                 f"multiloss.balancing.Uncertainty()); got {describe(balancer)}"
             )
         self.balancer = balancer
-        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.run_dir = _check_run_dir(run_dir) if run_dir is not None else None
         self.weights = {
             check_pattern(key): as_schedule(value, f"`weights[{key!r}]`")
             for key, value in (weights or {}).items()
@@ -175,8 +186,12 @@ class Trainer(StepMixin, CheckpointMixin, ReportingMixin):
         self._ddp = isinstance(self.net, DistributedDataParallel)
         self.amp = resolve_amp(amp, self.device)
         self.forward = forward
-        self.val_every = val_every
-        self.grad_diagnostics = bool(grad_diagnostics) or balancer is not None
+        self.val_every = (
+            None if val_every is None else check_int(val_every, "`val_every`", min_value=1)
+        )
+        self.grad_diagnostics = (
+            check_bool(grad_diagnostics, "`grad_diagnostics`") or balancer is not None
+        )
         self.shared = list(shared) if shared is not None else None
         self.user_hooks = list(hooks)
         for hook in self.user_hooks:
@@ -257,6 +272,10 @@ class Trainer(StepMixin, CheckpointMixin, ReportingMixin):
         """
         if epochs is None and steps is None:
             raise ValueError("fit() needs `epochs` or `steps`; got neither")
+        check_bool(resume, "`resume` of fit()")
+        _check_batches(data, "`data` of fit()")
+        if val_data is not None:
+            _check_batches(val_data, "`val_data` of fit()")
         if epochs is not None:
             check_int(epochs, "`epochs`", min_value=1)
         if steps is not None:
@@ -304,6 +323,9 @@ class Trainer(StepMixin, CheckpointMixin, ReportingMixin):
             ``{"total": ..., "loss/<name>": ..., "weighted/<name>": ...,
             "weight/<name>": ..., "metric/<name>": ...}``.
         """
+        _check_batches(data, "`data` of evaluate()")
+        if max_batches is not None:
+            check_int(max_batches, "`max_batches` of evaluate()", min_value=1)
         net = self._eval_net
         was_training = net.training
         net.eval()
@@ -322,7 +344,9 @@ class Trainer(StepMixin, CheckpointMixin, ReportingMixin):
             net.train(was_training)
         if not metrics:
             raise ValueError("evaluate() got no batch: `data` is empty")
-        return metrics.read(self._reducer)
+        values = metrics.read(self._reducer)
+        run_deferred_value_checks()  # see ReportingMixin._log
+        return values
 
     def validate(self, data: Iterable[Any]) -> dict[str, Any]:
         """Evaluate, log a ``val`` row, and return it. The RNG state is left untouched."""
@@ -385,10 +409,103 @@ class Trainer(StepMixin, CheckpointMixin, ReportingMixin):
         return epochs * -(-length // self.accumulate)
 
 
+def _check_arguments(
+    balancer: Any,
+    weights: Any,
+    scheduler: Any,
+    hooks: Any,
+    sinks: Any,
+    forward: Any,
+    ddp: Any,
+    shared: Any,
+) -> None:
+    """Type checks of the trainer's arguments, so a wrong one fails here, named."""
+    if isinstance(balancer, type):
+        raise TypeError(
+            f"`balancer` must be a balancer instance; got the class {balancer.__name__}: "
+            f"pass {balancer.__name__}()"
+        )
+    if weights is not None and not isinstance(weights, Mapping):
+        raise TypeError(
+            "`weights` must be a dict of loss name (or glob) -> weight or schedule; got "
+            f"{describe(weights)}"
+        )
+    if scheduler is not None and not callable(getattr(scheduler, "step", None)):
+        raise TypeError(
+            "`scheduler` must be an LR scheduler (an object with .step(), e.g. "
+            f"torch.optim.lr_scheduler.CosineAnnealingLR); got {describe(scheduler)}"
+        )
+    if isinstance(hooks, Hook) or not isinstance(hooks, Sequence):
+        raise TypeError(f"`hooks` must be a list of multiloss Hook; got {describe(hooks)}")
+    if sinks is not None:
+        if isinstance(sinks, Sink) or not isinstance(sinks, Sequence):
+            raise TypeError(f"`sinks` must be a list of multiloss sinks; got {describe(sinks)}")
+        for sink in sinks:
+            if not isinstance(sink, Sink):
+                raise TypeError(
+                    "each of `sinks` must be a multiloss sink (ProgressBar, JSONLSink, CSVSink, "
+                    f"TensorBoardSink or a Sink subclass); got {describe(sink)}"
+                )
+    if forward is not None and not callable(forward):
+        raise TypeError(
+            f"`forward` must be a function forward(model, batch); got {describe(forward)}"
+        )
+    if not isinstance(ddp, bool | Mapping):
+        raise TypeError(f"`ddp` must be a bool or a dict of DDP options; got {describe(ddp)}")
+    if shared is not None:
+        if isinstance(shared, Tensor) or not isinstance(shared, Iterable):
+            raise TypeError(f"`shared` must be a list of parameters; got {describe(shared)}")
+        for tensor in shared:
+            if not isinstance(tensor, Tensor):
+                raise TypeError(f"each of `shared` must be a parameter; got {describe(tensor)}")
+
+
+def _check_device(device: Any) -> torch.device:
+    """``device`` as a ``torch.device`` that exists on this machine."""
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(
+            f"`device` must be a torch.device or a device string such as 'cpu' or 'cuda:0'; "
+            f"got {device!r} ({error})"
+        ) from None
+    if resolved.type == "cpu":
+        return resolved
+    module = getattr(torch, resolved.type, None)
+    available = module is not None and getattr(module, "is_available", lambda: False)()
+    count = getattr(module, "device_count", lambda: 0)() if available else 0
+    if not available or (resolved.index is not None and resolved.index >= count):
+        raise ValueError(
+            f"`device` {device!r} is not available on this machine ({resolved.type}: "
+            f"{count} device(s))"
+        )
+    return resolved
+
+
+def _check_run_dir(run_dir: Any) -> Path:
+    path = check_path(run_dir, "`run_dir`")
+    if str(run_dir) == "":
+        raise ValueError(
+            "`run_dir` must name a directory; got '' (pass None to write nothing to disk, or "
+            "'.' for the current directory)"
+        )
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"`run_dir` must be a directory; {str(path)!r} is a file")
+    return path
+
+
 def check_pattern(key: Any) -> str:
     if not isinstance(key, str) or not key:
         raise TypeError(f"each key of `weights` must be a non-empty loss name; got {describe(key)}")
     return key
+
+
+def _check_batches(data: Any, what: str) -> None:
+    if isinstance(data, str | bytes | Tensor) or not isinstance(data, Iterable):
+        raise TypeError(
+            f"{what} must be an iterable of batches (a DataLoader, a list of batches); got "
+            f"{describe(data)}"
+        )
 
 
 def _device_of(module: nn.Module) -> torch.device:

@@ -150,3 +150,26 @@ def test_forcing_grouped_mm_where_it_cannot_run() -> None:
         match=r"`backend` of MixtureOfExperts is 'grouped_mm', but torch._grouped_mm cannot run",
     ):
         layer(torch.randn(3, 6))
+
+
+def test_an_integer_mask_must_be_zero_or_one() -> None:
+    layer = MixtureOfExperts(4, 8, 2, top_k=1)
+    with pytest.raises(
+        ValueError,
+        match=r"`mask` of MixtureOfExperts must hold 0 \(padding\) or "
+        r"1 \(a real token\), or be a bool Tensor; got values from 0 to 2",
+    ):
+        layer(torch.randn(2, 3, 4), mask=torch.tensor([[1, 1, 0], [1, 2, 1]]))
+    layer(torch.randn(2, 3, 4), mask=torch.tensor([[1, 1, 0], [1, 1, 1]]))
+
+
+def test_drop_policy_needs_a_capacity_factor() -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"`drop_policy` of MixtureOfExperts needs a "
+        r"`capacity_factor` .*; got drop_policy='position' with capacity_factor=None",
+    ):
+        MixtureOfExperts(4, 8, 2, drop_policy="position")
+    assert MixtureOfExperts(4, 8, 2, capacity_factor=1.0, drop_policy="position").drop_policy == (
+        "position"
+    )

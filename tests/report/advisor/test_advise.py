@@ -102,3 +102,28 @@ def test_findings_are_ordered_by_code(tmp_path: Path) -> None:
     order = ["disconnected", "saturated", "ignored", "dominant", "conflict", "stalled"]
     codes = [f.code for f in findings]
     assert codes == sorted(codes, key=order.index)
+
+
+def test_bad_arguments_name_the_parameter(tmp_path: Path) -> None:
+    import multiloss.report as mr
+
+    with pytest.raises(
+        TypeError,
+        match=r"`run` of advise must be a run directory \(a str or a "
+        r"Path\) or a Run; got 123 \(int\)",
+    ):
+        mr.advise(123)  # type: ignore[arg-type]
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"`run` of advise must be an existing run "
+        r"directory; got '.*nope' \(nothing there\)",
+    ):
+        mr.advise(tmp_path / "nope")
+    with pytest.raises(TypeError, match=r"`config` of advise must be an AdvisorConfig or None"):
+        mr.advise(tmp_path, config="x")  # type: ignore[arg-type]
+    with pytest.raises(
+        TypeError,
+        match=r"`config` of AdvisorHook must be an AdvisorConfig or "
+        r"None; got 'x' \(str\)",
+    ):
+        mr.AdvisorHook(config="x")  # type: ignore[arg-type]

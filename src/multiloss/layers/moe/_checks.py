@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor
 
-from multiloss._validation import check_finite_float, check_int, describe
+from multiloss._validation import check_finite_float, check_int, check_values_in, describe
 
 __all__ = ["check_bool", "check_capacity_factor", "check_input", "check_jitter", "check_sizes"]
 
@@ -57,8 +58,9 @@ def check_input(x: Any, mask: Any, dim: int, *, needs_sequence: bool = False) ->
     With ``needs_sequence`` (``sequence`` balancing), ``x`` must have a sequence axis:
     shape (..., sequence, dim).
 
-    Only static metadata (dtype, shape) is read, so the checks cost nothing on the device and
-    are folded away by ``torch.compile``.
+    Apart from the values of an integer mask (one reduction, deferred on an accelerator,
+    skipped under ``torch.compile``), only static metadata (dtype, shape) is read, so the checks
+    cost nothing on the device and are folded away by ``torch.compile``.
     """
     if not isinstance(x, Tensor) or not x.is_floating_point():
         raise TypeError(f"input of {_NAME} must be a floating-point Tensor; got {describe(x)}")
@@ -82,4 +84,14 @@ def check_input(x: Any, mask: Any, dim: int, *, needs_sequence: bool = False) ->
         raise ValueError(
             f"`mask` of {_NAME} must have the input's shape without its last dimension, "
             f"{tuple(x.shape[:-1])}; got {tuple(mask.shape)}"
+        )
+    if mask.dtype != torch.bool:
+        # An integer mask must be 0/1: one min/max, read at once on the CPU and at the log
+        # period on an accelerator (never a sync per call).
+        check_values_in(
+            mask,
+            f"`mask` of {_NAME}",
+            low=0,
+            high=1,
+            expected="hold 0 (padding) or 1 (a real token), or be a bool Tensor",
         )

@@ -69,7 +69,8 @@ class MixtureOfExperts(AuxiliaryLossModule):
             ``ceil(capacity_factor * T * top_k / E)`` assignments of a call of T tokens (padding
             included, so shapes stay static); the others are dropped (they contribute 0).
         drop_policy: What a full expert keeps: ``"probability"`` (highest router probability
-            first) or ``"position"`` (earliest token first).
+            first, the default) or ``"position"`` (earliest token first). Only with a
+            ``capacity_factor``: dropless routing drops nothing, so a policy there is an error.
         normalize_gates: Divide the chosen gates by their sum. Default: when ``top_k > 1``.
         jitter: Router input noise ``U(1 - jitter, 1 + jitter)`` in training (0 = off).
         activation: ``"swiglu"``, ``"geglu"``, ``"gelu"``, ``"relu"`` or ``"silu"``.
@@ -105,7 +106,7 @@ class MixtureOfExperts(AuxiliaryLossModule):
         score: str = "softmax",
         balance: Mapping[str, float] = DEFAULT_BALANCE,
         capacity_factor: float | None = None,
-        drop_policy: str = "probability",
+        drop_policy: str | None = None,
         normalize_gates: bool | None = None,
         jitter: float = 0.0,
         activation: str = "swiglu",
@@ -119,7 +120,16 @@ class MixtureOfExperts(AuxiliaryLossModule):
         self.dim, self.hidden, self.num_experts, self.top_k = dim, hidden, num_experts, top_k
         self.balance = check_balance(balance, _NAME)
         self.capacity_factor = _checks.check_capacity_factor(capacity_factor)
-        self.drop_policy = check_choice(drop_policy, f"`drop_policy` of {_NAME}", DROP_POLICIES)
+        self.drop_policy = check_choice(
+            "probability" if drop_policy is None else drop_policy,
+            f"`drop_policy` of {_NAME}",
+            DROP_POLICIES,
+        )
+        if drop_policy is not None and self.capacity_factor is None:
+            raise ValueError(
+                f"`drop_policy` of {_NAME} needs a `capacity_factor` (dropless routing drops "
+                f"nothing); got drop_policy={drop_policy!r} with capacity_factor=None"
+            )
         self.backend = check_choice(backend, f"`backend` of {_NAME}", BACKENDS)
         self.gradient_carrier = bool(_checks.check_bool(gradient_carrier, "gradient_carrier"))
         if self.gradient_carrier and self.aux_loss_schedule is not None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from multiloss.report.advisor.config import AdvisorConfig
+from multiloss._validation import describe
+from multiloss.report.advisor.config import AdvisorConfig, check_config
 from multiloss.report.advisor.evidence import Context
 from multiloss.report.advisor.finding import FINDINGS, Finding
 from multiloss.report.advisor.rules import (
@@ -83,8 +85,14 @@ def advise(
         >>> [(f.code, f.loss) for f in advise(folder)]
         [('ignored', 'aux')]
     """
+    check_config(config, "`config` of advise")
     cfg = AdvisorConfig.from_options(config, **thresholds)
-    data = run if isinstance(run, Run) else read_run(run)
+    if not isinstance(run, Run | str | os.PathLike):
+        raise TypeError(
+            f"`run` of advise must be a run directory (a str or a Path) or a Run; got "
+            f"{describe(run)}"
+        )
+    data = run if isinstance(run, Run) else read_run(run, what="`run` of advise")
     return advise_table(data.train, cfg)
 
 

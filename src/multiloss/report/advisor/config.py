@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from multiloss._validation import check_finite_float, check_int, check_probability
+from multiloss._validation import check_finite_float, check_int, check_probability, describe
 
 __all__ = ["AdvisorConfig"]
 
@@ -101,5 +101,15 @@ class AdvisorConfig:
             if name not in names:
                 listed = ", ".join(names)
                 raise TypeError(f"unknown advisor option {name!r}; the options are: {listed}")
+        check_config(config, "`config` of AdvisorConfig.from_options")
         base = asdict(config) if config is not None else {}
         return cls(**{**base, **options})
+
+
+def check_config(config: Any, what: str) -> None:
+    """``config`` must be an ``AdvisorConfig`` or None; the error names ``what``."""
+    if config is not None and not isinstance(config, AdvisorConfig):
+        raise TypeError(
+            f"{what} must be an AdvisorConfig or None; got {describe(config)} (single thresholds "
+            "go in as keyword arguments, e.g. window=100)"
+        )

@@ -9,7 +9,7 @@ import numpy as np
 
 from multiloss._validation import check_int
 from multiloss.report.advisor.advise import advise_table
-from multiloss.report.advisor.config import AdvisorConfig
+from multiloss.report.advisor.config import AdvisorConfig, check_config
 from multiloss.report.advisor.finding import Finding
 from multiloss.report.reader import METRICS_FILE, read_run
 from multiloss.report.table import Table
@@ -64,6 +64,7 @@ class AdvisorHook(Hook):
     ) -> None:
         self.every = check_int(every, "`every` of AdvisorHook", min_value=1)
         self.max_rows = check_int(max_rows, "`max_rows` of AdvisorHook", min_value=100)
+        check_config(config, "`config` of AdvisorHook")
         self.config = AdvisorConfig.from_options(config, **thresholds)
         self.start = (
             self.config.window
