@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Callable
 
 import pytest
 import torch
 from torch import Tensor, nn
 
 import multiloss as ml
+import multiloss.balancing.context as context
 from multiloss.balancing import (
     DWA,
     FAMO,
+    MGDA,
     BalanceContext,
+    Balancer,
     GradNorm,
     LossWeighting,
     Normalize,
@@ -100,20 +104,32 @@ def test_empty_losses_and_unknown_weights_are_errors() -> None:
 
 
 @pytest.mark.parametrize(
-    ("make", "name"),
+    ("make", "name", "advice"),
     [
-        (Uncertainty, "Uncertainty"),
-        (DWA, "DWA"),
-        (FAMO, "FAMO"),
-        (GradNorm, "GradNorm"),
+        (Uncertainty, "Uncertainty", "Pass `lower_bound=` with a value the loss can never go"),
+        (DWA, "DWA", "DWA takes no lower bound: shift the loss by a constant"),
+        (FAMO, "FAMO", "Pass `lower_bound=` with a value the loss can never go"),
+        (GradNorm, "GradNorm", "GradNorm takes no lower bound: shift the loss by a constant"),
+        (
+            lambda: MGDA(normalization="loss"),
+            "MGDA",
+            "Use `normalization='l2'` or 'none' (they do not divide by the loss)",
+        ),
     ],
 )
-def test_negative_loss_to_a_method_that_needs_positive_losses(make: type, name: str) -> None:
+def test_negative_loss_to_a_method_that_needs_positive_losses(
+    make: Callable[[], Balancer], name: str, advice: str
+) -> None:
     model = Toy()
     losses = model.losses()
     losses["task1"] = losses["task1"] - 1e6
-    with pytest.raises(ValueError, match=rf"{name} needs every balanced loss .* 'task1' = -"):
+    with pytest.raises(
+        ValueError, match=rf"{name} needs every balanced loss .* 'task1' = -"
+    ) as info:
         make().apply(losses, step=0)
+    assert advice in str(info.value)
+    # The advice only names what the class takes.
+    assert ("lower_bound=` with" in str(info.value)) == hasattr(make(), "lower_bound")
 
 
 def test_a_lower_bound_admits_negative_losses() -> None:
@@ -253,3 +269,170 @@ def test_fixed_losses_keep_their_ordinary_gradient_in_the_gradient_path() -> Non
     model.zero_grad()
     Sum().apply(model.losses(), weights, step=0)
     torch.testing.assert_close(got, grads(model))
+
+
+_LEAF = nn.Parameter(torch.tensor(1.0))
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (
+            lambda b, m: b.apply(m.losses(), "x", step=0),  # type: ignore[arg-type]
+            TypeError,
+            r"`weights` of Sum\.apply must be a mapping of loss name -> float \(or None\); "
+            r"got 'x' \(str\)",
+        ),
+        (
+            lambda b, m: b.backward(m.losses(), weights="x"),  # type: ignore[arg-type]
+            TypeError,
+            r"`weights` of Sum\.backward must be a mapping",
+        ),
+        (
+            lambda b, m: b.apply(m.losses(), step=0, representation="x"),  # type: ignore[arg-type]
+            TypeError,
+            r"`representation` of Sum\.apply must be a tensor .* got 'x' \(str\)",
+        ),
+        (
+            lambda b, m: b.backward(m.losses(), diagnostics="yes"),  # type: ignore[arg-type]
+            TypeError,
+            r"`diagnostics` of Sum\.backward must be a bool; got 'yes' \(str\)",
+        ),
+        (
+            lambda b, m: b.apply({1: _LEAF * 2, "b": _LEAF * 3}, step=0),  # type: ignore[dict-item]
+            TypeError,
+            r"each loss name \(key of `losses`\) of Sum\.apply must be a string; got 1 \(int\)",
+        ),
+        (
+            lambda b, m: b.apply(m.losses(), step=0, shared="x"),  # type: ignore[arg-type]
+            TypeError,
+            r"`shared` of Sum\.apply must be a sequence of tensors that require grad; got 'x'",
+        ),
+        (
+            lambda b, m: b.apply(m.losses(), step=0, shared=[1, 2]),  # type: ignore[list-item]
+            TypeError,
+            r"`shared` of Sum\.apply must be a sequence of tensors .* whose item 0 is 1 \(int\)",
+        ),
+        (
+            lambda b, m: b.apply(m.losses(), step=0, shared=m.trunk[0].weight),
+            TypeError,
+            r"`shared` of Sum\.apply .* \(put a single tensor in a list\)",
+        ),
+        (
+            lambda b, m: b.apply(m.losses(), step=0, shared=[torch.ones(2)]),
+            ValueError,
+            r"`shared` of Sum\.apply .*; item 0 of it does not require grad",
+        ),
+        (
+            lambda b, m: b.add_parameters_to("x"),  # type: ignore[arg-type]
+            TypeError,
+            r"`optimizer` of Sum\.add_parameters_to must be a torch\.optim\.Optimizer .* "
+            r"got 'x' \(str\)",
+        ),
+    ],
+    ids=[
+        "weights",
+        "weights-backward",
+        "representation",
+        "diagnostics",
+        "key",
+        "shared-str",
+        "shared-ints",
+        "shared-tensor",
+        "shared-no-grad",
+        "optimizer",
+    ],
+)
+def test_wrong_argument_types_are_named(
+    call: Callable[[Balancer, Toy], object], error: type[Exception], message: str
+) -> None:
+    model = Toy()
+    with pytest.raises(error, match=message):
+        call(Sum(), model)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_balance_must_be_names() -> None:
+    with pytest.raises(TypeError, match=r"`balance` of Uncertainty must be a loss name, .* got 5"):
+        Uncertainty(balance=5)  # type: ignore[arg-type]
+
+
+def test_shared_of_a_gradient_method_is_named_not_blamed_on_the_losses() -> None:
+    model = Toy()
+    for shared in ("x", [1], [1, 2]):
+        with pytest.raises(TypeError, match=r"^`shared` of MGDA\.apply must be a sequence of"):
+            MGDA().apply(model.losses(), step=0, shared=shared)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("make", [Sum, Uncertainty, Normalize, FAMO])
+def test_a_loss_that_is_a_parameter_is_balanced_by_loss_weighting(
+    make: Callable[[], Balancer],
+) -> None:
+    model = Toy()
+    losses = model.losses()
+    leaf = nn.Parameter(torch.tensor(3.0))
+    losses["leaf"] = leaf  # requires grad, no grad_fn: it has a graph (itself)
+    used = make().apply(losses, step=0)
+    assert leaf.grad is not None
+    assert float(leaf.grad) == pytest.approx(float(used["leaf"]))
+
+
+def test_backward_names_itself_in_errors() -> None:
+    model = Toy()
+    losses = model.losses()
+    losses["task0"] = losses["task0"].detach()
+    with pytest.raises(ValueError, match=r"balanced loss 'task0' of Sum\.backward has no graph"):
+        Sum().backward(losses)
+    losses = model.losses()
+    losses["task0"] = losses["task0"] * float("nan")
+    with pytest.raises(FloatingPointError, match=r"loss 'task0' is nan at step 0; Sum wrote"):
+        Sum().backward(losses)
+    with pytest.raises(TypeError, match=r"`losses` of Sum\.backward must be a mapping"):
+        Sum().backward([1.0])  # type: ignore[arg-type]
+
+
+def test_every_non_finite_loss_is_listed() -> None:
+    model = Toy()
+    losses = model.losses()
+    losses["task0"] = losses["task0"] * float("inf")
+    losses["task2"] = losses["task2"] * float("nan")
+    with pytest.raises(
+        FloatingPointError,
+        match=r"^loss 'task0' is inf, loss 'task2' is nan at step 5; FAMO wrote no gradient",
+    ):
+        FAMO().apply(losses, step=5)
+
+
+def test_a_non_finite_loss_on_an_accelerator_is_found_at_the_next_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where reading the values would wait for the device (here simulated by the compiled
+    path, which defers the same way), a flag is kept and read at the next check."""
+    model = Toy()
+    balancer = Normalize()
+    balancer.apply(model.losses(), step=0)  # the first call checks at once anyway
+    losses = model.losses()
+    losses["task1"] = losses["task1"] * float("nan")
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.compiler, "is_compiling", lambda: True)
+        balancer._check_finite(
+            context._Session(
+                owner="Normalize",
+                names=("task0", "task1", "task2"),
+                losses=tuple(losses[n] for n in ("task0", "task1", "task2")),
+                fixed_names=(),
+                fixed_losses=(),
+                fixed_weights=(),
+                scale=1.0,
+                shared=None,
+                representation=None,
+                diagnostics=False,
+                engine=balancer._engine,
+            ),
+            7,
+        )
+    assert len(balancer._checks) == 1  # nothing read yet
+    with pytest.raises(
+        FloatingPointError, match=r"loss 'task1' is nan at step 7 or before; Normalize already"
+    ):
+        balancer.check()

@@ -249,6 +249,21 @@ def test_a_representation_the_losses_do_not_come_from_is_an_error() -> None:
         GradNorm(layer="representation").apply(losses, representation=z)
 
 
+def test_a_balanced_loss_not_computed_from_the_representation_is_named() -> None:
+    torch.manual_seed(0)
+    trunk, heads = nn.Linear(4, 6), [nn.Linear(6, 1) for _ in range(3)]
+    x = torch.randn(8, 4)
+    z = trunk(x)
+    losses = {f"t{k}": head(z).pow(2).mean() for k, head in enumerate(heads)}
+    losses["t2"] = heads[2](trunk(x)).pow(2).mean()  # a second evaluation: not from z
+    with pytest.raises(
+        ValueError,
+        match=r"but some balanced losses are not computed from the representation \(shape "
+        r"\(8, 6\)\): the graph of \['t2'\] never passes through it",
+    ):
+        GradNorm(layer="representation").apply(losses, representation=z)
+
+
 def test_fixed_losses_along_a_deep_trunk_are_walked_once() -> None:
     # One fixed loss per block (a regularizer, an MoE balance term): walked as one owner, the
     # trunk is walked once for all of them, and a read of z shared by fixed losses only is

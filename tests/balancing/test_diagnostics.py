@@ -57,3 +57,21 @@ def test_bad_input() -> None:
         gradient_diagnostics({})
     with pytest.raises(ValueError, match="`weights` of gradient_diagnostics names losses"):
         gradient_diagnostics(model.losses(), {"x": 1.0})
+
+
+def test_wrong_argument_types_are_named() -> None:
+    model = Toy()
+    with pytest.raises(
+        TypeError, match=r"`losses` of gradient_diagnostics must be a mapping .* got 'x' \(str\)"
+    ):
+        gradient_diagnostics("x", {})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"`weights` of gradient_diagnostics must be a mapping"):
+        gradient_diagnostics(model.losses(), "x")  # type: ignore[arg-type]
+    with pytest.raises(
+        TypeError, match=r"`shared` of gradient_diagnostics must be a sequence of tensors"
+    ):
+        gradient_diagnostics(model.losses(), shared="x")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"loss 'task0' must be a scalar torch\.Tensor; got 1\.0"):
+        gradient_diagnostics({"task0": 1.0})  # type: ignore[dict-item]
+    with pytest.raises(TypeError, match=r"each loss name of gradient_diagnostics must be a"):
+        gradient_diagnostics({1: model.losses()["task0"]})  # type: ignore[dict-item]

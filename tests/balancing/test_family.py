@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import importlib
 import pkgutil
+import re
 from collections.abc import Callable
 
 import pytest
@@ -136,7 +137,8 @@ def test_balance_selects_and_adds_the_rest_at_fixed_weight(case: BalancerCase) -
 
 
 @cases()
-def test_gradients_are_added_and_scaled(case: BalancerCase) -> None:
+@pytest.mark.parametrize("kind", ["float", "tensor"])  # the AMP scaler passes a 0-dim tensor
+def test_gradients_are_added_and_scaled(case: BalancerCase, kind: str) -> None:
     model = Toy()
     _, plain = run(case.build(), model)
     model.zero_grad(set_to_none=True)
@@ -144,8 +146,128 @@ def test_gradients_are_added_and_scaled(case: BalancerCase) -> None:
         p.grad = torch.ones_like(p)
     losses = model.losses()
     torch.manual_seed(0)
-    case.build().apply(losses, step=0, scale=0.25, representation=model.z)
+    scale = 0.25 if kind == "float" else torch.tensor(0.25)
+    case.build().apply(losses, step=0, scale=scale, representation=model.z)
     assert_grads_close(grads(model), {k: 1.0 + 0.25 * v for k, v in plain.items()})
+
+
+_BAD_SCALES: list[tuple[object, type[Exception], str]] = [
+    (float("nan"), ValueError, "must be a finite float > 0; got nan"),
+    (-1.0, ValueError, "must be a finite float > 0; got -1.0"),
+    (0, ValueError, "must be a finite float > 0; got 0.0"),
+    (float("inf"), ValueError, "must be a finite float > 0; got inf"),
+    (True, TypeError, "got True (bool)"),
+    ("a", TypeError, "got 'a' (str)"),
+    (torch.ones(3), ValueError, "0-dim floating-point tensor; got Tensor(shape=(3,)"),
+    (torch.tensor(2), TypeError, "got a tensor of dtype torch.int64"),
+    (torch.tensor(float("nan")), ValueError, "must be finite and > 0; got tensor(nan)"),
+    (torch.tensor(-0.5), ValueError, "must be finite and > 0; got tensor(-0.5)"),
+]
+
+
+@cases()
+def test_a_bad_scale_is_named_and_writes_nothing(case: BalancerCase) -> None:
+    model, balancer = Toy(), case.build()
+    name = type(balancer).__name__
+    for scale, error, text in _BAD_SCALES:
+        with pytest.raises(error, match=rf"`scale` of {name}\.apply .*{re.escape(text)}"):
+            balancer.apply(model.losses(), step=0, scale=scale, representation=model.z)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=rf"`scale` of {name}\.backward must be"):
+        balancer.backward(model.losses(), scale=-2.0, representation=model.z)
+    assert all(p.grad is None for p in model.parameters())
+
+
+@cases()
+def test_a_balanced_loss_without_graph_is_named(case: BalancerCase) -> None:
+    model, balancer = Toy(), case.build()
+    name = type(balancer).__name__
+    for constant in (model.losses()["task1"].detach(), torch.tensor(2.0)):
+        losses = model.losses()
+        losses["task1"] = constant
+        with pytest.raises(
+            ValueError,
+            match=rf"balanced loss 'task1' of {name}\.apply has no graph \(requires_grad is "
+            r"False\): it cannot be balanced; compute it without \.detach\(\)/no_grad, or leave "
+            "it out of `balance=`",
+        ):
+            balancer.apply(losses, step=0, representation=model.z)
+    assert all(p.grad is None for p in model.parameters())
+
+
+@cases()
+def test_a_fixed_loss_without_graph_is_added_as_before(case: BalancerCase) -> None:
+    """A constant left out of ``balance=`` contributes nothing to the update, no error."""
+    model = Toy()
+    losses = model.losses()
+    losses["task1"] = torch.tensor(2.0)
+    torch.manual_seed(0)
+    used = case.build(balance=["task0", "task2"]).apply(losses, step=0, representation=model.z)
+    got = grads(model)
+    ref_used, ref = run(case.build(), model, names=["task0", "task2"])
+    assert used["task1"] == 1.0
+    assert {k: float(used[k]) for k in ref_used} == pytest.approx(ref_used)
+    assert_grads_close(got, ref)
+
+
+def _own_grads(balancer: torch.nn.Module) -> list[torch.Tensor | None]:
+    return [None if p.grad is None else p.grad.clone() for p in balancer.parameters()]
+
+
+@cases()
+@pytest.mark.parametrize(("bad", "value"), [("task1", float("nan")), ("task2", float("inf"))])
+def test_a_non_finite_loss_is_named_and_changes_nothing(
+    case: BalancerCase, bad: str, value: float
+) -> None:
+    """Balanced (task1) or fixed (task2): named before any state or gradient is written."""
+    model, balancer = Toy(), case.build(balance=["task0", "task1"])
+    train(balancer, model, steps=2)
+    state = copy.deepcopy(balancer.state_dict())
+    own = _own_grads(balancer)
+    model.zero_grad(set_to_none=True)
+    losses = model.losses()
+    losses[bad] = losses[bad] * value
+    name = type(balancer).__name__
+    with pytest.raises(
+        FloatingPointError,
+        match=rf"^loss '{bad}' is {value} at step 2; {name} wrote no gradient and kept its state$",
+    ):
+        balancer.apply(losses, step=2, representation=model.z)
+    assert all(p.grad is None for p in model.parameters())
+    after = balancer.state_dict()
+    assert after.keys() == state.keys()
+    for key, value_before in state.items():
+        if isinstance(value_before, torch.Tensor):
+            torch.testing.assert_close(after[key], value_before, equal_nan=True)
+        else:
+            assert after[key] == value_before
+    for now, before in zip(_own_grads(balancer), own, strict=True):
+        assert (now is None and before is None) or torch.equal(now, before)  # type: ignore[arg-type]
+    # The next finite step goes on as if the bad one never came.
+    used, _ = run(balancer, model, step=2)
+    assert all(torch.isfinite(torch.tensor(v)) for v in used.values())
+
+
+def _at_representation(case: BalancerCase) -> bool:
+    return any(
+        getattr(module, "level", None) == "representation"
+        or getattr(module, "layer", None) == "representation"
+        for module in case.build().modules()
+    )
+
+
+@cases(_at_representation)
+def test_a_representation_the_losses_are_not_computed_from_is_named(case: BalancerCase) -> None:
+    model = Toy()
+    unrelated = torch.randn(16, 8, requires_grad=True)
+    with pytest.raises(ValueError, match=r"\['task0', 'task1', 'task2'\]"):
+        case.build().apply(model.losses(), step=0, representation=unrelated)
+    # Only task2 misses it: computed again from the trunk, not from the marked z.
+    losses = model.losses()
+    z = model.z
+    losses["task2"] = model.heads[2](model.trunk(model.x)).pow(2).mean()
+    with pytest.raises(ValueError, match=r"representation.* \['task2'\]"):
+        case.build().apply(losses, step=0, representation=z)
+    assert all(p.grad is None for p in model.parameters())
 
 
 @cases()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 
-from multiloss.balancing import GradNorm
+from multiloss.balancing import BalanceContext, GradNorm
 from tests.balancing.properties import Toy
 
 
@@ -183,3 +185,62 @@ def test_the_logs_show_each_norm_and_its_target(layer: str) -> None:
     torch.testing.assert_close(norms, expected, rtol=1e-5, atol=1e-7)
     # At the first step every relative rate is 1: the target is the mean of G_i = w_i n_i.
     torch.testing.assert_close(targets, expected.mean().expand(3), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("layer", "missing"),
+    [
+        (lambda model: torch.nn.Linear(2, 2), r"\['task0', 'task1', 'task2'\]"),  # unrelated
+        (lambda model: model.heads[0], r"\['task1', 'task2'\]"),  # reached by task0 only
+    ],
+    ids=["unrelated", "one-head"],
+)
+def test_a_layer_some_losses_do_not_reach_is_named_at_the_first_call(
+    layer: Callable[[Toy], torch.nn.Module], missing: str
+) -> None:
+    model = Toy()
+    balancer = GradNorm(layer=layer(model))
+    with pytest.raises(
+        ValueError, match=rf"`layer` of GradNorm .* is not reached by the balanced losses {missing}"
+    ):
+        balancer.apply(model.losses(), step=0)
+    assert not bool(balancer.started)  # raised before L(0) was recorded
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_a_given_layer_is_checked_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = Toy()
+    balancer = GradNorm(layer=model.trunk[2])
+    calls: list[int] = []
+    real = BalanceContext.names_not_reaching
+    monkeypatch.setattr(
+        BalanceContext,
+        "names_not_reaching",
+        lambda self, tensors: calls.append(1) or real(self, tensors),
+    )
+    for step in range(3):
+        balancer.apply(model.losses(), step=step)
+        balancer.after_optimizer_step()
+    assert calls == [1]
+    assert balancer._measured["norm"].min() > 0
+
+
+@pytest.mark.parametrize(
+    ("layer", "message"),
+    [
+        (
+            5,
+            r"`layer` of GradNorm must be 'last', 'representation', an nn.Module or a list of "
+            r"parameters; got 5 \(int\)",
+        ),
+        (
+            [1],
+            r"`layer` of GradNorm, given as a list, must hold parameters \(tensors\); item 0 "
+            r"is 1 \(int\)",
+        ),
+        ({"w": 1}, r"`layer` of GradNorm must be .* got \{'w': 1\} \(dict\)"),
+    ],
+)
+def test_a_layer_of_the_wrong_type_is_named(layer: object, message: str) -> None:
+    with pytest.raises(TypeError, match=message):
+        GradNorm(layer=layer)  # type: ignore[arg-type]

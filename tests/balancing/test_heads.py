@@ -172,8 +172,9 @@ def test_a_watched_head_or_a_tied_weight_keeps_the_final_pass(
 
 class Shared(nn.Module):
     """Harder shapes: a layer above z shared by two losses, two offsets added to one loss
-    (autograd hands them one gradient buffer), a loss that is a parameter, and z one output
-    of a chunk whose other output a fixed loss reads."""
+    (autograd hands them one gradient buffer), a fixed loss that is a parameter (a balanced
+    one would not be computed from z: an error), and z one output of a chunk whose other
+    output a fixed loss reads."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -195,7 +196,7 @@ class Shared(nn.Module):
             "t0": (self.outs[0](common).squeeze(1) - self.y[:, 0]).pow(2).mean(),
             "t1": (self.outs[1](common).squeeze(1) - self.y[:, 1]).pow(2).mean(),
             "t2": (self.outs[2](t2).squeeze(1) - self.y[:, 2]).pow(2).mean(),
-            "t3": self.free * 1.0,
+            "free": self.free * 1.0,
             "side": side.pow(2).mean(),
         }
 

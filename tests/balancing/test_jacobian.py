@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from multiloss.balancing import Jacobian, per_loss_gradients
-from multiloss.balancing._jacobian import Engine
+from multiloss.balancing._jacobian import Engine, Target, gradients_at
 
 
 def _problem() -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -78,6 +78,23 @@ def test_unused_inputs_get_zero_rows() -> None:
     b = torch.ones(3, requires_grad=True)
     blocks, _ = per_loss_gradients([a.sum(), (2 * a).sum()], [a, b], retain_graph=False)
     torch.testing.assert_close(blocks[1], torch.zeros(2, 3))
+
+
+def test_the_rows_that_reach_no_target_are_reported() -> None:
+    a = torch.ones(2, requires_grad=True)
+    b = torch.ones(3, requires_grad=True)
+    outputs = [a.sum(), b.sum(), (2 * a).sum() + b.sum(), torch.tensor(1.0)]
+    unused: list[int] = []
+    blocks, _ = gradients_at(
+        outputs, [Target.of(a)], retain_graph=True, batched=False, unused=unused
+    )
+    assert unused == [1, 3]  # b's sum never reaches a; the constant has no graph
+    torch.testing.assert_close(blocks[0][1], torch.zeros(2))
+    # One pass when each target has a single owner: rows owning no reached target.
+    owned = [Target(a, a.shape, a.dtype, a.device, owner=0)]
+    unused = []
+    gradients_at(outputs[:2], owned, retain_graph=True, batched=False, unused=unused)
+    assert unused == [1]
 
 
 def test_no_output_with_a_graph_gives_zeros() -> None:

@@ -124,3 +124,19 @@ def test_repr_shows_hyperparameters() -> None:
         repr(MGDA(normalization="loss+", level="representation"))
         == "MGDA(normalization='loss+', level='representation')"
     )
+
+
+def test_mgda_ub_names_the_losses_an_unrelated_representation_does_not_reach() -> None:
+    trunk = torch.nn.Linear(3, 4)
+    heads = [torch.nn.Linear(4, 1) for _ in range(2)]
+    h = trunk(torch.randn(8, 3))
+    losses = {"a": heads[0](h).pow(2).mean(), "b": heads[1](h).pow(2).mean()}
+    with pytest.raises(
+        ValueError,
+        match=r"the representation given to MGDA \(shape \(3,\)\) is not what the balanced "
+        r"losses \['a', 'b'\] are computed from: their gradient at it is absent",
+    ):
+        MGDA(level="representation").backward(
+            losses, representation=torch.randn(3, requires_grad=True)
+        )
+    assert all(p.grad is None for p in trunk.parameters())

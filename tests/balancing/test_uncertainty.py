@@ -193,3 +193,35 @@ def test_an_overflowing_weight_is_inf_not_an_exception() -> None:
     w = torch.nn.Parameter(torch.tensor(1.0))
     with pytest.raises(RuntimeError, match="Uncertainty produced non-finite weights at step 0"):
         balancer.backward({"a": 2.0 * w, "b": w})
+
+
+def test_classification_takes_one_name_or_a_list_of_names() -> None:
+    assert Uncertainty(classification="task2").classification == ("task2",)
+    assert Uncertainty(classification=["task2", "task0", "task2"]).classification == (
+        "task0",
+        "task2",
+    )
+    with pytest.raises(
+        TypeError, match=r"`classification` of Uncertainty must hold loss names \(strings\); got 1"
+    ):
+        Uncertainty(classification=[1])  # type: ignore[list-item]
+    with pytest.raises(
+        TypeError, match=r"`classification` of Uncertainty must be a loss name or a list .* got 5"
+    ):
+        Uncertainty(classification=5)  # type: ignore[arg-type]
+    model = Toy()
+    used = Uncertainty(classification="task2").apply(model.losses(), step=0)
+    assert float(used["task2"]) == 1.0  # the classification form: exp(-0)
+    assert float(used["task0"]) == 0.5
+
+
+def test_lower_bound_naming_an_unknown_loss_is_an_error_at_the_first_call() -> None:
+    balancer = Uncertainty(lower_bound={"typo": 0.0, "task1": -1.0})
+    with pytest.raises(
+        ValueError,
+        match=r"`lower_bound` of Uncertainty names \['typo'\] but the balanced losses are "
+        r"\['task0', 'task1', 'task2'\]",
+    ):
+        balancer.apply(Toy().losses(), step=0)
+    with pytest.raises(TypeError, match=r"`lower_bound` of Uncertainty, given as a mapping"):
+        Uncertainty(lower_bound={1: 0.0})  # type: ignore[dict-item]

@@ -128,14 +128,19 @@ def _squared_norm(grad: Tensor) -> Tensor:
 
 
 def find_capture(
-    balanced: Sequence[Tensor], fixed: Sequence[Tensor], z: Tensor
+    balanced: Sequence[Tensor],
+    fixed: Sequence[Tensor],
+    z: Tensor,
+    names: Sequence[str] | None = None,
 ) -> NormCapture | None:
     """A :class:`NormCapture` for ``balanced`` at ``z``, or ``None`` if some operation reading
     ``z`` is shared by two balanced losses, or by a balanced and a fixed one (the shares
     cannot be told apart), or the graph cannot be walked.
 
+    ``names``: the balanced losses' names, for the error below.
+
     Raises:
-        ValueError: No balanced loss is computed from ``z`` (every norm would read 0): ``z``
+        ValueError: A balanced loss is not computed from ``z`` (its norm would read 0): ``z``
             is not upstream of the losses, e.g. an output of the same compiled graph.
     """
     rows = len(balanced)
@@ -148,13 +153,17 @@ def find_capture(
             return None
         if owner < rows:
             nodes.setdefault(node, []).append((position, owner))
-    if not nodes and any(loss.requires_grad for loss in balanced):
+    owned = {row for uses in nodes.values() for _, row in uses}
+    missing = [row for row in range(rows) if row not in owned and balanced[row].requires_grad]
+    if missing:
+        which = "no balanced loss is" if not owned else "some balanced losses are not"
+        listed = [names[row] for row in missing] if names is not None else missing
         raise ValueError(
-            "the gradient norms at the representation are asked for, but no balanced loss is "
-            f"computed from the representation (shape {tuple(z.shape)}): its graph never "
+            f"the gradient norms at the representation are asked for, but {which} computed "
+            f"from the representation (shape {tuple(z.shape)}): the graph of {listed} never "
             "passes through it, e.g. because the representation is an output of the same "
-            "compiled graph as the losses. Mark a tensor the losses are computed from "
-            "(multiloss.mark_representation), or measure on the parameters (GradNorm's "
-            "layer='last')"
+            "compiled graph as the losses. Mark a tensor every balanced loss is computed from "
+            "(multiloss.mark_representation), leave the others out of `balance=`, or measure "
+            "on the parameters (GradNorm's layer='last')"
         )
     return NormCapture(rows, nodes)

@@ -6,16 +6,25 @@ training with a clear error. ``DeferredChecks`` resolves that: a failing conditi
 tensor; on the CPU it is read at once (reading a CPU tensor costs nothing), on an accelerator it
 is OR-ed into a flag that stays on the device and is read at the next natural sync point (the log
 period, ``Balancer.backward``, or an explicit ``Balancer.check()``).
+
+The checks of the arguments of ``apply``/``backward`` live here too (``check_scale``,
+``check_shared``, ``check_representation``): cheap on the common case, and a tensor ``scale``
+is only read where reading it is free.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+import numbers
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["DeferredChecks"]
+from multiloss._validation import describe
+
+__all__ = ["DeferredChecks", "check_representation", "check_scale", "check_shared"]
 
 
 class DeferredChecks:
@@ -69,3 +78,77 @@ class DeferredChecks:
 
     def __len__(self) -> int:
         return len(self._flags)
+
+
+def check_scale(scale: Any, where: str) -> float | Tensor:
+    """``scale`` of ``apply``/``backward``: a finite number > 0, or a 0-dim floating-point
+    tensor (the AMP loss scale, on the device). A tensor's value is checked on the CPU only,
+    where reading it is free; on an accelerator it would wait for the device.
+
+    Example:
+        >>> check_scale(0.5, "Sum.apply")
+        0.5
+        >>> check_scale(float("nan"), "Sum.apply")
+        Traceback (most recent call last):
+        ...
+        ValueError: `scale` of Sum.apply must be a finite float > 0; got nan
+    """
+    if type(scale) is float and 0.0 < scale < math.inf:  # the common case, checked cheaply
+        return scale
+    what = f"`scale` of {where}"
+    if isinstance(scale, Tensor):
+        if not scale.dtype.is_floating_point:
+            raise TypeError(
+                f"{what} must be a finite float > 0 or a 0-dim floating-point tensor; got a "
+                f"tensor of dtype {scale.dtype}"
+            )
+        if scale.dim() != 0:
+            raise ValueError(
+                f"{what} must be a finite float > 0 or a 0-dim floating-point tensor; got "
+                f"{describe(scale)}"
+            )
+        if scale.device.type == "cpu" and not torch.compiler.is_compiling():
+            value = float(scale)
+            if not 0.0 < value < math.inf:
+                raise ValueError(f"{what} must be finite and > 0; got tensor({value})")
+        return scale
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+        raise TypeError(
+            f"{what} must be a finite float > 0 or a 0-dim floating-point tensor; got "
+            f"{describe(scale)}"
+        )
+    value = float(scale)
+    if not 0.0 < value < math.inf:
+        raise ValueError(f"{what} must be a finite float > 0; got {value}")
+    return value
+
+
+def check_shared(shared: Any, where: str) -> tuple[Tensor, ...] | None:
+    """``shared`` of ``apply``/``backward``: None, or a sequence of tensors that require grad."""
+    if shared is None:
+        return None
+    what = f"`shared` of {where} must be a sequence of tensors that require grad"
+    if isinstance(shared, str | bytes | Tensor | Mapping) or not isinstance(shared, Iterable):
+        hint = " (put a single tensor in a list)" if isinstance(shared, Tensor) else ""
+        raise TypeError(f"{what}{hint}; got {describe(shared)}")
+    items = tuple(shared)
+    for position, item in enumerate(items):
+        if not isinstance(item, Tensor):
+            raise TypeError(
+                f"{what}; got {describe(shared)}, whose item {position} is {describe(item)}"
+            )
+        if not item.requires_grad:
+            raise ValueError(
+                f"{what}; item {position} of it does not require grad: {describe(item)}"
+            )
+    return items
+
+
+def check_representation(representation: Any, where: str) -> Tensor | None:
+    """``representation`` of ``apply``/``backward``: None or a tensor."""
+    if representation is None or isinstance(representation, Tensor):
+        return representation
+    raise TypeError(
+        f"`representation` of {where} must be a tensor (the shared features the losses are "
+        f"computed from, with their graph) or None; got {describe(representation)}"
+    )

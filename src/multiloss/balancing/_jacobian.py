@@ -147,6 +147,7 @@ def _loop(
     extra: Sequence[Tensor] = (),
     collected: Collected | None = None,
     free_each: bool = False,
+    unused: list[int] | None = None,
 ) -> list[Tensor]:
     # Each gradient is copied into its row as soon as it exists, so the peak is the blocks
     # plus one gradient, not twice the blocks (a list of rows, then a stacked copy).
@@ -161,6 +162,8 @@ def _loop(
             if not output.requires_grad:
                 for block in blocks:
                     block[index].zero_()
+                if unused is not None:
+                    unused.append(index)
                 continue
             caught.clear()
             grads = torch.autograd.grad(
@@ -175,12 +178,16 @@ def _loop(
                 if grad is not None:
                     found.append((index, grad))
             grads = grads[: len(inputs)]
+            reached = False
             for position, (block, grad) in enumerate(zip(blocks, grads, strict=True)):
                 grad = caught.get(position, grad)
                 if grad is None:
                     block[index].zero_()
                 else:
                     block[index].copy_(grad)
+                    reached = True
+            if not reached and unused is not None:
+                unused.append(index)
             del grads
     if collected is not None:
         collected[:] = pairs
@@ -193,6 +200,7 @@ def _disjoint(
     grad_scale: float | Tensor,
     retain_graph: bool,
     out: Sequence[Tensor] | None = None,
+    unused: list[int] | None = None,
 ) -> list[Tensor]:
     """The loop's result in one backward pass, when each target is reached by one output only.
 
@@ -209,11 +217,15 @@ def _disjoint(
         grads = torch.autograd.grad(
             live, inputs, grad_outputs=seeds, retain_graph=retain_graph, allow_unused=True
         )
+    reached: set[int] = set()
     for position, (block, grad, target) in enumerate(zip(blocks, grads, targets, strict=True)):
         grad = caught.get(position, grad)
         block.zero_()
         if grad is not None and target.owner is not None:
             block[target.owner].copy_(grad)
+            reached.add(target.owner)
+    if unused is not None:
+        unused.extend(row for row in range(rows) if row not in reached)
     return blocks
 
 
@@ -275,6 +287,7 @@ def gradients_at(
     extra: Sequence[Tensor] = (),
     collected: Collected | None = None,
     free_each: bool = False,
+    unused: list[int] | None = None,
 ) -> tuple[list[Tensor], bool]:
     """:func:`per_loss_gradients` for targets (tensors or graph edges).
 
@@ -289,6 +302,9 @@ def gradients_at(
     the other routes, which then keep the graph whatever ``retain_graph`` says (the caller
     still has the other parameters' backward pass to run). ``free_each``: the loop's passes
     share no operation, so each may free what it ran (the heads above a representation).
+    ``unused``: where given, the loop and the disjoint pass append the rows whose output
+    reaches none of the targets (their gradient is absent, not computed as zero); the batched
+    pass cannot tell, so callers that need it pass ``batched=False``.
     """
     if not outputs or not targets:
         raise ValueError(
@@ -298,10 +314,15 @@ def gradients_at(
     rows = len(outputs)
     if not any(output.requires_grad for output in outputs):
         zeros = [torch.zeros((rows, *t.shape), dtype=t.dtype, device=t.device) for t in targets]
+        if unused is not None:
+            unused.extend(range(rows))
         return zeros, batched
     if rows > 1 and all(target.owner is not None for target in targets):
         # ``extra`` is not taken here: the caller's backward pass still needs the graph.
-        return _disjoint(outputs, targets, grad_scale, retain_graph or bool(extra), out), batched
+        return (
+            _disjoint(outputs, targets, grad_scale, retain_graph or bool(extra), out, unused),
+            batched,
+        )
     if batched and rows > 1:
         stacked = _stack(outputs)
         eye = torch.eye(rows, dtype=stacked.dtype, device=stacked.device)
@@ -339,7 +360,7 @@ def gradients_at(
             blocks.append(grad.to(target.dtype))
         return blocks, True
     return (
-        _loop(outputs, targets, grad_scale, retain_graph, out, extra, collected, free_each),
+        _loop(outputs, targets, grad_scale, retain_graph, out, extra, collected, free_each, unused),
         batched,
     )
 

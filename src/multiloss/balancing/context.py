@@ -128,6 +128,9 @@ class _Session:
         self._graph: GraphInfo | None = None
         self._others: tuple[Tensor, ...] | None = None
         self._values: Tensor | None = None
+        self._local: Tensor | None = None
+        #: The balanced losses' values as floats, where they were read (on the CPU).
+        self.host_values: list[float] | None = None
         self._jacobians: dict[str, tuple[Jacobian, list[float]]] = {}
         self.parameter_tensors: tuple[Tensor, ...] = ()  # columns of the parameter Jacobian
         self.fixed_row_names: list[str] = []  # fixed losses with their own Jacobian row
@@ -147,9 +150,17 @@ class _Session:
         updates running statistics) by the values of the global batch.
         """
         if self._values is None:
-            local = _stack(self.losses).detach().to(torch.float32)
-            self._values = mean_over_ranks([local])[0]
+            self._values = mean_over_ranks([self.local_values()])[0]
         return self._values
+
+    def local_values(self) -> Tensor:
+        """``(T,)`` float32 detached raw values of the balanced losses of this process."""
+        if self._local is None:
+            if self.host_values is not None:  # read already (the finiteness check, CPU)
+                self._local = torch.tensor(self.host_values, dtype=torch.float32)
+            else:
+                self._local = _stack(self.losses).detach().to(torch.float32)
+        return self._local
 
     # -- graph ------------------------------------------------------------------------------------
     def graph(self) -> GraphInfo:
@@ -241,7 +252,7 @@ class _Session:
             self._capture_sought = True
             z = self.require_representation()
             if "representation" not in self._jacobians:
-                self.capture = find_capture(self.losses, self.fixed_losses, z)
+                self.capture = find_capture(self.losses, self.fixed_losses, z, self.names)
         return self.capture
 
     # -- gradients --------------------------------------------------------------------------------
@@ -280,6 +291,8 @@ class _Session:
             # Single linear heads (factored) cost little to run again; deeper ones do.
             others, free_each = self.take_heads(inputs[0])
         collected: Collected = []
+        # At the representation: the rows whose loss does not reach z (caught in the passes).
+        unused: list[int] | None = [] if representation and not attempt else None
         with _hooks_suspended(self.representation if representation else None):
             blocks, batch_ok = gradients_at(
                 outputs,
@@ -291,7 +304,10 @@ class _Session:
                 extra=others,
                 collected=collected if others else None,
                 free_each=free_each and bool(others),
+                unused=unused,
             )
+        if unused:
+            self._not_computed_from(inputs[0], unused)
         if others and len(collected) == len(others):
             self.collected = (others, collected)
         if attempt and not batch_ok:
@@ -306,6 +322,17 @@ class _Session:
             return jacobian
         ones = torch.ones(jacobian.rows, dtype=torch.float32, device=jacobian.factors.device)
         return jacobian.scaled(ones / self.scale)
+
+    def _not_computed_from(self, z: Tensor, rows: Sequence[int]) -> None:
+        """Raise for the balanced losses (by row) whose graph does not pass through ``z``."""
+        names = [self.names[row] for row in rows]
+        raise ValueError(
+            f"the representation given to {self.owner} (shape {tuple(z.shape)}) is not what "
+            f"the balanced losses {names} are computed from: their gradient at it is absent "
+            f"(the balanced losses are {list(self.names)}). Mark the shared features every "
+            "balanced loss is computed from (multiloss.mark_representation(z) in the forward, "
+            "or `representation=`), or leave those losses out of `balance=`"
+        )
 
     def _factored(
         self, outputs: Sequence[Tensor], inputs: Sequence[Tensor], update: bool = True
@@ -517,6 +544,14 @@ class BalanceContext:
             ValueError: With two or more losses, a balanced loss reaches none of them.
         """
         return self._session.shared()
+
+    def names_not_reaching(self, tensors: Sequence[Tensor]) -> list[str]:
+        """The balanced losses whose graph reaches none of ``tensors`` (walks the graph, once
+        per call: for checks at the first call, not every step)."""
+        graph = self._session.graph()
+        return [
+            name for index, name in enumerate(self.names) if not graph.root_reaches(index, tensors)
+        ]
 
     def last_shared_parameters(self) -> tuple[Tensor, ...]:
         """The shared parameters closest to the losses (the last shared layer's weight)."""

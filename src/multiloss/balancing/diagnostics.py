@@ -20,7 +20,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from multiloss._validation import check_finite_float, check_loss_name
+from multiloss._validation import check_finite_float, check_loss_name, check_loss_tensor, describe
+from multiloss.balancing._checks import check_shared
 from multiloss.balancing._jacobian import Jacobian, per_loss_gradients
 from multiloss.balancing.shared import discover
 
@@ -111,11 +112,21 @@ def gradient_diagnostics(
         >>> round(float(diag["grad/cos/a|b"]), 4)
         -1.0
     """
-    names = sorted(losses)
-    if not names:
+    if not isinstance(losses, Mapping):
+        raise TypeError(
+            "`losses` of gradient_diagnostics must be a mapping of name -> scalar tensor; got "
+            f"{describe(losses)}"
+        )
+    if weights is not None and not isinstance(weights, Mapping):
+        raise TypeError(
+            "`weights` of gradient_diagnostics must be a mapping of loss name -> float (or "
+            f"None); got {describe(weights)}"
+        )
+    if not losses:
         raise ValueError("gradient_diagnostics needs at least one loss; got an empty mapping")
-    for name in names:
+    for name in losses:
         check_loss_name(name, "each loss name of gradient_diagnostics")
+    names = sorted(losses)
     given = dict(weights or {})
     unknown = sorted(set(given) - set(names))
     if unknown:
@@ -126,12 +137,12 @@ def gradient_diagnostics(
     coefficient_list = [
         check_finite_float(given.get(name, 1.0), f"`weight` for loss {name!r}") for name in names
     ]
-    outputs = [losses[name] for name in names]
+    outputs = [check_loss_tensor(losses[name], name) for name in names]
     if shared is None:
         graph = discover(outputs)
         tensors = graph.shared or graph.reached_by()
     else:
-        tensors = tuple(shared)
+        tensors = check_shared(shared, "gradient_diagnostics") or ()
     device = outputs[0].device
     coefficients = torch.tensor(coefficient_list, dtype=torch.float32, device=device)
     if not tensors:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -42,7 +42,8 @@ class GradNorm(LossWeighting):
     Args:
         alpha: Strength of the pull towards equal training rates (0: equal gradient norms).
         layer: ``"last"`` (the last shared layer's weight, found from the graph), an
-            ``nn.Module`` or a list of parameters, or ``"representation"``.
+            ``nn.Module`` or a list of parameters, or ``"representation"``. Every balanced loss
+            must be computed through it (checked at the first call).
         lr: Learning rate of the weights in ``parameter_group()`` (None: the optimizer's).
         balance: The losses to balance (names or glob patterns); default all.
 
@@ -82,7 +83,22 @@ class GradNorm(LossWeighting):
                 )
             self.layer = layer
         else:
-            params = layer.parameters() if isinstance(layer, nn.Module) else layer
+            params: list[Any]
+            if isinstance(layer, nn.Module):
+                params = list(layer.parameters())
+            elif isinstance(layer, Iterable) and not isinstance(layer, Tensor | Mapping):
+                params = list(layer)
+            else:
+                raise TypeError(
+                    "`layer` of GradNorm must be 'last', 'representation', an nn.Module or a list "
+                    f"of parameters; got {describe(layer)}"
+                )
+            for position, param in enumerate(params):
+                if not isinstance(param, Tensor):
+                    raise TypeError(
+                        "`layer` of GradNorm, given as a list, must hold parameters (tensors); "
+                        f"item {position} is {describe(param)}"
+                    )
             self._layer = tuple(p for p in params if p.requires_grad)
             if not self._layer:
                 raise ValueError(
@@ -90,6 +106,7 @@ class GradNorm(LossWeighting):
                     f"{describe(layer)}"
                 )
             self.layer = "given"
+        self._layer_checked = False  # whether every balanced loss reaches the given layer
         if lr is not None:
             self.parameter_lr = check_finite_float(
                 lr, "`lr` of GradNorm", min_value=0.0, strict_min=True
@@ -111,10 +128,25 @@ class GradNorm(LossWeighting):
         """``||grad_W (fixed weight * L_i)||`` per loss, detached."""
         if self.layer == "representation":
             jacobian = ctx.jacobian("representation")
+        elif self.layer == "given":
+            jacobian = ctx.jacobian_of(self._layer)
         else:
-            tensors = self._layer if self.layer == "given" else ctx.last_shared_parameters()
-            jacobian = ctx.jacobian_of(tensors)
+            jacobian = ctx.jacobian_of(ctx.last_shared_parameters())
         return jacobian.norms().detach()
+
+    def _check_layer(self, ctx: BalanceContext) -> None:
+        """At the first call: every balanced loss must reach the given layer (else its norm
+        is 0 for ever, and the weights drift or never move). One walk of the graph."""
+        missing = ctx.names_not_reaching(self._layer)
+        if missing:
+            raise ValueError(
+                f"`layer` of GradNorm ({len(self._layer)} parameter tensors) is not reached by "
+                f"the balanced losses {missing} (the balanced losses are {list(ctx.names)}): "
+                "their gradient norm on it would be 0. Pass a layer of the trunk every balanced "
+                "loss is computed through (or layer='last'), or leave those losses out of "
+                "`balance=`"
+            )
+        self._layer_checked = True
 
     def _on_host(self) -> bool:
         """Whether the state lives on the CPU: then the per-step arithmetic on ``T`` numbers
@@ -124,6 +156,8 @@ class GradNorm(LossWeighting):
 
     def factors(self, ctx: BalanceContext) -> Tensor:
         self.require_at_least(ctx, 0.0, "the relative loss L / L(0) needs L >= 0")
+        if self.layer == "given" and not self._layer_checked and ctx.num_losses > 1:
+            self._check_layer(ctx)
         if self._on_host() and ctx.values.device.type == "cpu":
             started = self.started.numpy()
             if not started:  # L(0): the first values seen

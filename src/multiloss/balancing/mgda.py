@@ -145,7 +145,11 @@ class MGDA(GradientBalancer):
         if self.normalization in ("loss", "loss+"):
             values = ctx.values
             self.require_at_least(
-                ctx, 0.0, f"MGDA's {self.normalization!r} normalization divides by the loss"
+                ctx,
+                0.0,
+                f"MGDA's {self.normalization!r} normalization divides by the loss",
+                "Use `normalization='l2'` or 'none' (they do not divide by the loss), shift the "
+                "loss by a constant so it never goes below 0, or leave it out of `balance=`",
             )
         weights, self._iterations = mgda_weights(
             gramian,

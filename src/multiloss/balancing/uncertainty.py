@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from multiloss._validation import check_finite_float
+from multiloss._validation import check_finite_float, describe
 from multiloss.balancing._arrays import floats_on_host, write_floats
 from multiloss.balancing.context import BalanceContext
 from multiloss.balancing.weighting import LossWeighting
@@ -19,11 +19,37 @@ __all__ = ["Uncertainty"]
 
 def _bounds(value: float | Mapping[str, float]) -> float | dict[str, float]:
     if isinstance(value, Mapping):
+        for key in value:
+            if not isinstance(key, str):
+                raise TypeError(
+                    "`lower_bound` of Uncertainty, given as a mapping, must map loss names "
+                    f"(strings) to floats; got the key {describe(key)}"
+                )
         return {
             k: check_finite_float(v, f"`lower_bound[{k!r}]` of Uncertainty")
             for k, v in value.items()
         }
     return check_finite_float(value, "`lower_bound` of Uncertainty")
+
+
+def _names(classification: str | Iterable[str]) -> tuple[str, ...]:
+    """``classification=``: one loss name, or an iterable of them (sorted, deduplicated)."""
+    if isinstance(classification, str):
+        items: list[Any] = [classification]
+    elif isinstance(classification, Iterable) and not isinstance(classification, Mapping):
+        items = list(classification)
+    else:
+        raise TypeError(
+            "`classification` of Uncertainty must be a loss name or a list of loss names; got "
+            f"{describe(classification)}"
+        )
+    for item in items:
+        if not isinstance(item, str):
+            raise TypeError(
+                "`classification` of Uncertainty must hold loss names (strings); got "
+                f"{describe(item)} in {describe(classification)}"
+            )
+    return tuple(sorted(set(items)))
 
 
 def _exp(x: float) -> float:
@@ -62,7 +88,8 @@ class Uncertainty(LossWeighting):
     ``parameter_group()``; standalone, add it yourself (``optimizer.add_param_group``).
 
     Args:
-        classification: Names of losses that use the classification form.
+        classification: Names of losses that use the classification form (one name, or a
+            list of names).
         init: Initial ``s_i`` (the paper's 0: weight 0.5 for regression losses), or
             ``"first"``: the equilibrium for the first losses seen (``s_i = log(2 c_i L_i)``,
             so every weighted loss starts at 0.5). Not in the paper; use it when losses are
@@ -91,14 +118,14 @@ class Uncertainty(LossWeighting):
     def __init__(
         self,
         *,
-        classification: Iterable[str] = (),
+        classification: str | Iterable[str] = (),
         init: float | str = 0.0,
         lower_bound: float | Mapping[str, float] = 0.0,
         lr: float | None = None,
         balance: str | Iterable[str] | None = None,
     ) -> None:
         super().__init__(balance=balance)
-        self.classification = tuple(sorted(set(classification)))
+        self.classification = _names(classification)
         if isinstance(init, str) and init != "first":
             raise ValueError(f"`init` of Uncertainty must be a float or 'first'; got {init!r}")
         self.init: float | str = (
@@ -122,6 +149,13 @@ class Uncertainty(LossWeighting):
                 f"`classification` of Uncertainty names {unknown} but the balanced losses are "
                 f"{list(names)}"
             )
+        if isinstance(self.lower_bound, dict):
+            unknown = sorted(set(self.lower_bound) - set(names))
+            if unknown:
+                raise ValueError(
+                    f"`lower_bound` of Uncertainty names {unknown} but the balanced losses are "
+                    f"{list(names)}"
+                )
         start = 0.0 if isinstance(self.init, str) else self.init
         self.log_vars = nn.Parameter(torch.full((len(names),), start, device=device))
         self.register_buffer("started", torch.tensor(self.init != "first", device=device))
