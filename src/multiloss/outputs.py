@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from torch import Tensor
 
-from multiloss._validation import check_finite_float, check_loss_name
+from multiloss._validation import check_finite_float, check_loss_name, check_loss_tensor
 
 __all__ = ["NamedLosses"]
 
@@ -46,8 +46,9 @@ class NamedLosses(dict[str, Tensor]):
                 f"the losses are {sorted(self)}"
             )
         self.weights: dict[str, float] = {}
-        for name in self:
+        for name, value in self.items():
             check_loss_name(name, "each loss name of NamedLosses")
+            check_loss_tensor(value, name, where="NamedLosses")
             self.weights[name] = check_finite_float(
                 given.get(name, 1.0), f"`weight` for loss {name!r}"
             )

@@ -156,3 +156,13 @@ def test_resume_with_another_optimizer_class_is_named(tmp_path: Path) -> None:
     again = ml.Trainer(model, torch.optim.Adam(model.parameters()), run_dir=tmp_path, sinks=[])
     with pytest.raises(ValueError, match=r"with a SGD optimizer .* has a Adam"):
         again.fit(regression_batches(2), steps=4, resume=True)
+
+
+def test_a_manifest_that_is_not_json_is_named_and_skipped(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path, 1, {"x": 1})
+    save_checkpoint(tmp_path, 2, {"x": 2})
+    (tmp_path / "step-00000002.json").write_text("{not json")
+    with pytest.warns(RuntimeWarning, match=r"step-00000002\.json is not a valid manifest"):
+        state, path = load_latest(tmp_path)
+    assert state["x"] == 1
+    assert path.name.startswith("step-00000001")

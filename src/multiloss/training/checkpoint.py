@@ -114,8 +114,15 @@ def find_checkpoints(directory: Path) -> list[Path]:
 
 
 def _verify(manifest_path: Path) -> tuple[Path, dict[str, Any]]:
-    manifest = json.loads(manifest_path.read_text())
-    state_path = manifest_path.with_name(manifest["file"])
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        state_path = manifest_path.with_name(manifest["file"])
+        int(manifest["size"]), str(manifest["sha256"])
+    except (ValueError, KeyError, TypeError) as error:  # cut short, edited, or not ours
+        raise CheckpointError(
+            f"its manifest {manifest_path.name} is not a valid manifest ({error!r}); expected "
+            "JSON with 'file', 'size' and 'sha256'"
+        ) from None
     if not state_path.exists():
         raise CheckpointError(f"{state_path.name} is missing")
     size = state_path.stat().st_size
