@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -192,8 +192,13 @@ def check_loss_tensor(
 # NaN is not a range error here: it propagates through the min and max and is left to the
 # non-finite-loss check, which names the loss.
 
-#: what -> (running min, running max, low, high, expectation) of checks waiting on a device.
-_DEFERRED: dict[str, tuple[Tensor, Tensor, float, float, str]] = {}
+#: key -> (running min, running max, low, high, what, expectation) of checks waiting on a
+#: device; ``what`` is built when a failure is reported.
+_DEFERRED: dict[Hashable, tuple[Tensor, Tensor, float, float, Callable[[], str] | str, str]] = {}
+
+
+def _text(what: Callable[[], str] | str) -> str:
+    return what if isinstance(what, str) else what()
 
 
 def _read_at_once(value: Tensor) -> bool:
@@ -207,11 +212,12 @@ def _format_number(value: float) -> str:
 
 def check_values_in(
     value: Tensor,
-    what: str,
+    what: str | Callable[[], str],
     *,
     low: float,
     high: float,
     expected: str | None = None,
+    key: Hashable | None = None,
 ) -> None:
     """Raise ValueError if a value of ``value`` lies outside ``[low, high]``.
 
@@ -219,10 +225,14 @@ def check_values_in(
 
     Args:
         value: The tensor to check (detached here).
-        what: How to name it, e.g. ``"`target` of BinaryCrossEntropy(input='logits')"``.
+        what: How to name it, e.g. ``"`target` of BinaryCrossEntropy(input='logits')"``, or a
+            function that builds that text (called only to report a failure: a module's
+            repr costs microseconds on every call).
         low: Smallest allowed value.
         high: Largest allowed value.
         expected: The expectation in words (default ``"hold values in [low, high]"``).
+        key: What identifies the check among those deferred on a device (default: ``what``,
+            which must then be a string); one entry per key, however many calls.
 
     Example:
         >>> import torch
@@ -234,24 +244,39 @@ def check_values_in(
     if value.numel() == 0 or value.dtype == torch.bool or torch.compiler.is_compiling():
         return
     expectation = expected or f"hold values in [{_format_number(low)}, {_format_number(high)}]"
-    smallest, largest = torch.aminmax(value.detach())
+    detached = value.detach()
     if _read_at_once(value):
-        lo, hi = float(smallest), float(largest)
+        if low == -math.inf:  # a bound on one side: one reduction, one number read
+            lo, hi = low, float(detached.amax())
+        elif high == math.inf:
+            lo, hi = float(detached.amin()), high
+        else:
+            lo, hi = (float(v) for v in torch.aminmax(detached))
         if lo < low or hi > high:
             raise ValueError(
-                f"{what} must {expectation}; got values from {_format_number(lo)} to "
+                f"{_text(what)} must {expectation}; got values from {_format_number(lo)} to "
                 f"{_format_number(hi)}"
             )
         return
-    previous = _DEFERRED.get(what)
+    smallest, largest = torch.aminmax(detached)
+    if key is None:
+        if not isinstance(what, str):
+            raise TypeError("check_values_in needs a `key` when `what` is a function")
+        key = what
+    previous = _DEFERRED.get(key)
     if previous is not None:
         smallest = torch.minimum(previous[0], smallest)
         largest = torch.maximum(previous[1], largest)
-    _DEFERRED[what] = (smallest, largest, low, high, expectation)
+    _DEFERRED[key] = (smallest, largest, low, high, what, expectation)
 
 
 def check_class_indices(
-    target: Tensor, num_classes: int, what: str, *, ignore_index: int | None = None
+    target: Tensor,
+    num_classes: int,
+    what: str | Callable[[], str],
+    *,
+    ignore_index: int | None = None,
+    key: Hashable | None = None,
 ) -> None:
     """Raise ValueError if a class index is outside ``[0, num_classes)`` (``ignore_index`` is
     allowed wherever it appears). One reduction; deferred on an accelerator like
@@ -270,21 +295,28 @@ def check_class_indices(
     indices = target.detach()
     # An ignore_index inside [0, classes) is a class like any other; outside, it is allowed.
     ignored = ignore_index is not None and not 0 <= ignore_index < num_classes
-    if ignore_index is not None and ignored:
-        indices = indices.masked_fill(indices.eq(ignore_index), 0)
     allowed = f" (or ignore_index {ignore_index})" if ignored else ""
     expected = f"hold class indices in [0, {num_classes}) for {num_classes} classes{allowed}"
     if not _read_at_once(indices):
-        check_values_in(indices, what, low=0, high=num_classes - 1, expected=expected)
+        if ignored and ignore_index is not None:
+            indices = indices.masked_fill(indices.eq(ignore_index), 0)
+        check_values_in(indices, what, low=0, high=num_classes - 1, expected=expected, key=key)
         return
     smallest, largest = (int(v) for v in torch.aminmax(indices))
     if smallest >= 0 and largest < num_classes:
-        return
+        return  # the common case: one reduction, no masking
+    if ignored and ignore_index is not None:
+        indices = indices[indices.ne(ignore_index)]
+        if indices.numel() == 0:
+            return
+        smallest, largest = (int(v) for v in torch.aminmax(indices))
+        if smallest >= 0 and largest < num_classes:
+            return
     bad = indices[(indices < 0) | (indices >= num_classes)]
     found = sorted(set(bad.unique().tolist()))
     shown = ", ".join(str(v) for v in found[:5]) + (", ..." if len(found) > 5 else "")
     raise ValueError(
-        f"{what} must {expected}; got {shown} at {bad.numel()} of {target.numel()} positions"
+        f"{_text(what)} must {expected}; got {shown} at {bad.numel()} of {target.numel()} positions"
     )
 
 
@@ -303,20 +335,20 @@ def run_deferred_value_checks() -> None:
         return
     pending = dict(_DEFERRED)
     _DEFERRED.clear()
-    by_device: dict[torch.device, list[str]] = {}
-    for what, entry in pending.items():
-        by_device.setdefault(entry[0].device, []).append(what)
-    numbers: dict[str, tuple[float, float]] = {}
+    by_device: dict[torch.device, list[Hashable]] = {}
+    for key, entry in pending.items():
+        by_device.setdefault(entry[0].device, []).append(key)
+    numbers: dict[Hashable, tuple[float, float]] = {}
     for keys in by_device.values():  # one read per device (almost always one device)
         stacked = torch.stack(
             [torch.stack([pending[k][0].float(), pending[k][1].float()]) for k in keys]
         )
         numbers.update(zip(keys, (tuple(pair) for pair in stacked.cpu().tolist()), strict=True))
-    for what, (_, _, low, high, expectation) in pending.items():
-        lo, hi = numbers[what]
+    for key, (_, _, low, high, what, expectation) in pending.items():
+        lo, hi = numbers[key]
         if lo < low or hi > high:
             raise ValueError(
-                f"{what} must {expectation}; got values from {_format_number(lo)} to "
+                f"{_text(what)} must {expectation}; got values from {_format_number(lo)} to "
                 f"{_format_number(hi)} (found at a deferred check: on an accelerator the values "
                 "are read at the log period, so it may have happened a few steps ago)"
             )

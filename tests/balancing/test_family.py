@@ -178,9 +178,22 @@ def test_a_bad_scale_is_named_and_writes_nothing(case: BalancerCase) -> None:
 
 
 @cases()
-def test_a_balanced_loss_without_graph_is_named(case: BalancerCase) -> None:
+def test_a_balanced_loss_without_graph_is_named_where_it_has_no_gradient(
+    case: BalancerCase,
+) -> None:
+    """Methods that weigh per-loss gradients name a balanced loss without a graph; loss
+    weighting weighs it like any other (a task without labels in this batch) and it
+    contributes nothing to the update."""
     model, balancer = Toy(), case.build()
     name = type(balancer).__name__
+    if not balancer._every_loss_needs_a_graph():
+        losses = model.losses()
+        losses["task1"] = losses["task1"].detach()
+        used = balancer.apply(losses, step=0, representation=model.z)
+        assert set(used) == {"task0", "task1", "task2"}
+        assert model.trunk[0].weight.grad is not None
+        assert model.heads[1].weight.grad is None  # nothing flowed from the constant
+        return
     for constant in (model.losses()["task1"].detach(), torch.tensor(2.0)):
         losses = model.losses()
         losses["task1"] = constant

@@ -124,3 +124,24 @@ def test_value_checks_on_an_accelerator_wait_for_the_log_period(
     assert _validation.pending_value_checks() == 0
     loss(torch.randn(4), torch.full((4,), 1.0))
     _validation.run_deferred_value_checks()  # a good batch after the failure: nothing pending
+
+
+def test_deferred_class_index_checks_allow_ignore_index_and_keep_one_entry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # On an accelerator: ignore_index is masked before the min/max; batches of other shapes
+    # (sequence lengths) share one pending entry per loss; a bad index is reported later.
+    from multiloss import _validation
+
+    monkeypatch.setattr(_validation, "_read_at_once", lambda value: False)
+    loss = CrossEntropy()
+    for length in (3, 5, 7):
+        target = torch.randint(0, 4, (length,))
+        target[0] = -100
+        loss(torch.randn(length, 4), target)
+    assert _validation.pending_value_checks() == 1
+    _validation.run_deferred_value_checks()
+    with pytest.raises(IndexError):  # torch's own error comes first (a device assert on CUDA)
+        loss(torch.randn(2, 4), torch.tensor([1, 9]))
+    with pytest.raises(ValueError, match=r"class indices in \[0, 4\) .* got values from 1 to 9"):
+        _validation.run_deferred_value_checks()  # and the check then names the parameter

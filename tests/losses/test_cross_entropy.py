@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from multiloss.losses import CrossEntropy, TargetMismatchError
 
@@ -150,7 +151,7 @@ def test_bad_arguments(kwargs: dict, message: str) -> None:
             CrossEntropy(target="probabilities"),
             torch.randn(4, 3),
             torch.full((4, 3), 0.5),
-            r"`target` of .* must hold distributions summing to 1 along the class dim 1 .*; got "
+            r"`target` of .* must hold distributions summing to 1 .* class dim 1 .*; got "
             r"values from 1.5 to 1.5",
         ),
         (
@@ -174,3 +175,18 @@ def test_ignore_index_and_label_smoothing_targets_pass_the_checks() -> None:
     assert torch.isfinite(CrossEntropy()(logits, torch.tensor([0, -100, 3])))
     smoothed = torch.full((3, 4), 0.1 / 4) + 0.9 * torch.eye(4)[:3]
     assert torch.isfinite(CrossEntropy()(logits, smoothed))
+
+
+def test_all_zero_soft_target_rows_are_masked_positions() -> None:
+    # A row of zeros (a padding position) is accepted and contributes nothing, as in
+    # F.cross_entropy; a row summing to something else than 0 or 1 is not.
+    logits = torch.randn(3, 4)
+    target = torch.softmax(torch.randn(3, 4), dim=1)
+    target[1] = 0.0
+    loss = CrossEntropy(target="probabilities", reduction="sum")
+    expected = F.cross_entropy(logits[[0, 2]], target[[0, 2]], reduction="sum")
+    torch.testing.assert_close(loss(logits, target), expected)
+    target[1] = 0.25
+    target[1, 0] = 0.0  # sums to 0.75
+    with pytest.raises(ValueError, match=r"summing to 1 .* got values from 0.75 to 1"):
+        loss(logits, target)

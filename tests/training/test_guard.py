@@ -182,3 +182,15 @@ def test_losses_without_a_graph_are_a_clear_error() -> None:
     )
     with pytest.raises(ValueError, match=r"none of the losses of optimizer group .* has a graph"):
         trainer.fit([torch.ones(1, 2)], steps=1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_large_finite_gradients_are_finite(dtype: torch.dtype) -> None:
+    from multiloss.training.step import _all_finite
+
+    big = torch.full((10_000,), 1000.0, dtype=dtype)  # 2-norm 1e5: past float16's range
+    assert bool(_all_finite([big, torch.ones(3, dtype=dtype)]))
+    assert not bool(_all_finite([big, torch.tensor([1.0, float("nan")], dtype=dtype)]))
+    assert not bool(_all_finite([torch.tensor([float("inf")], dtype=dtype)]))
+    mixed = [big.float(), torch.tensor([float("inf")], dtype=dtype)]  # the fallback
+    assert not bool(_all_finite(mixed))

@@ -526,3 +526,43 @@ def test_representation_routes_train_like_the_older_ones(
     assert len(rows_a) == len(rows_b) == 2
     for row_a, row_b in zip(rows_a, rows_b, strict=True):
         assert row_a["loss/task0"] == pytest.approx(row_b["loss/task0"], rel=1e-5)
+
+
+class _BadTargets(nn.Module):
+    """Binary cross-entropy whose labels go out of [0, 1] from the third call on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(2, 1)
+        self.calls = 0
+        self.loss = ml.losses.BinaryCrossEntropy(input="logits")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        labels = torch.full((x.shape[0],), 2.0 if self.calls >= 3 else 1.0)
+        return self.loss(self.lin(x).squeeze(1), labels)
+
+
+@pytest.mark.parametrize(("log_every", "stops_at"), [(4, 4), (10, 5)])
+def test_value_checks_deferred_on_an_accelerator_are_read_by_the_trainer(
+    monkeypatch: pytest.MonkeyPatch, log_every: int, stops_at: int
+) -> None:
+    # As on an accelerator: the range check keeps its min and max on the device; the trainer
+    # reads them at the log period (step 4) or, when fit ends first, before its end, and the
+    # hooks' after_train still runs.
+    import multiloss._validation as validation
+
+    monkeypatch.setattr(validation, "_read_at_once", lambda value: False)
+    ended: list[bool] = []
+
+    class Ends(ml.Hook):
+        def after_train(self) -> None:
+            ended.append(self.trainer.completed)
+
+    model = _BadTargets()
+    trainer = make_trainer(model, log_every=log_every, hooks=[Ends()])
+    with pytest.raises(ValueError, match=r"`target` of BinaryCrossEntropy.* from 1 to 2"):
+        trainer.fit([torch.ones(3, 2)] * 8, steps=5)
+    assert trainer.step == stops_at  # at the first log step after the bad labels, or the end
+    assert validation.pending_value_checks() == 0
+    assert ended == [False]

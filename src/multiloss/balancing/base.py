@@ -203,6 +203,13 @@ class Balancer(nn.Module):
         graph and give the task-specific parameters their gradients themselves."""
         return True
 
+    def _every_loss_needs_a_graph(self) -> bool:
+        """Whether each balanced loss must have a graph: methods that take per-loss
+        gradients have nothing to weigh a constant's (missing) gradient against. Loss
+        weighting only multiplies the losses, so a constant (a task without labels in this
+        batch) contributes nothing, as in plain summation."""
+        return True
+
     def _heads_at_representation(self) -> bool:
         """Whether this call's plan is surely a gradient-level one at the representation
         (its final pass then only sends the update into the trunk from ``z``), so the
@@ -305,8 +312,9 @@ class Balancer(nn.Module):
                 f"{unknown}; the losses are {sorted(all_names)}"
             )
         tensors = {name: _loss(losses[name], name) for name in all_names}
-        if not all(tensors[name].requires_grad for name in balanced):
-            _no_graph(owner, [name for name in balanced if not tensors[name].requires_grad])
+        without = [name for name in balanced if not tensors[name].requires_grad]
+        if without and self._every_loss_needs_a_graph():
+            _no_graph(owner, without)
         device = tensors[balanced[0]].device
         fixed_weights = tuple(self._weight(given, name) for name in fixed)
         session = _Session(

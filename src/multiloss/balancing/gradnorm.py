@@ -169,6 +169,9 @@ class GradNorm(LossWeighting):
             self.started.fill_(True)
         return self.weights.detach().clone()
 
+    def _every_loss_needs_a_graph(self) -> bool:
+        return True  # each loss's gradient norm on the layer is what it weighs by
+
     def extra_loss(self, ctx: BalanceContext) -> Extra | None:
         if ctx.num_losses < 2:
             return None  # a single weight is renormalized to 1: nothing to learn

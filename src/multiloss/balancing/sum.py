@@ -26,3 +26,6 @@ class Sum(Balancer):
 
     def plan(self, ctx: BalanceContext) -> Plan:
         return ctx.sum_plan()
+
+    def _every_loss_needs_a_graph(self) -> bool:
+        return False  # a constant contributes nothing, as in plain summation

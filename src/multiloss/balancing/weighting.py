@@ -38,6 +38,9 @@ class LossWeighting(Balancer):
         tensor(2.)
     """
 
+    def _every_loss_needs_a_graph(self) -> bool:
+        return False  # a constant loss is weighed like any other and contributes nothing
+
     @abstractmethod
     def factors(self, ctx: BalanceContext) -> Tensor:
         """``(T,)`` non-negative multipliers of ``ctx.weights``, detached, on ``ctx.device``."""

@@ -65,3 +65,6 @@ class Wrapper(Balancer):
 
     def plan(self, ctx: BalanceContext) -> Plan:
         return self.inner.plan_for(ctx)
+
+    def _every_loss_needs_a_graph(self) -> bool:
+        return self.inner._every_loss_needs_a_graph()

@@ -145,13 +145,14 @@ class Loss(nn.Module):
     def _check_unit_interval(self, value: Tensor, role: str, meaning: str, hint: str = "") -> None:
         """Raise ValueError naming ``role`` (``input``/``target``) if a value is outside
         [0, 1]; ``meaning`` says what the values are (``"probabilities"``), ``hint`` how to
-        fix a likely mistake."""
+        fix a likely mistake. The message is built only on a failure."""
         check_values_in(
             value,
-            f"`{role}` of {self!r}",
+            lambda: f"`{role}` of {self!r}",
             low=0.0,
             high=1.0,
             expected=f"hold {meaning} in [0, 1]" + (f" ({hint})" if hint else ""),
+            key=(id(self), role, meaning),
         )
 
     def _check_indices(self, input: Tensor, indices: Tensor, dim: int, ignore_index: int) -> None:
@@ -159,8 +160,9 @@ class Loss(nn.Module):
         check_class_indices(
             indices,
             input.shape[dim],
-            f"`target` of {self!r} (input {describe_tensor(input)}, class dim {dim})",
+            lambda: f"`target` of {self!r} (input {describe_tensor(input)}, class dim {dim})",
             ignore_index=ignore_index,
+            key=(id(self), "target", input.shape[dim]),
         )
 
     def _check_class_weight(self, weight: Tensor | None, input: Tensor, dim: int) -> None:

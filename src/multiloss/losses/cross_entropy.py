@@ -145,18 +145,20 @@ class CrossEntropy(Loss):
         )
 
     def _check_distribution(self, target: Tensor, dim: int) -> None:
-        """Probability targets: entries in [0, 1], each summing to 1 over the classes."""
-        what = f"`target` of {self!r}"
+        """Probability targets: entries in [0, 1], each summing to 1 over the classes, or to 0
+        (an all-zero row is how padding positions are masked; it contributes nothing)."""
         self._check_unit_interval(target, "target", "class probabilities")
         # Rounding of a float16 softmax leaves sums a few 1e-3 away from 1.
         tolerance = 1e-2 if torch.finfo(target.dtype).bits <= 16 else 1e-3
+        sums = target.sum(dim)
         check_values_in(
-            target.sum(dim),
-            what,
+            sums.masked_fill(sums < tolerance, 1.0),  # masked rows pass
+            lambda: f"`target` of {self!r}",
             low=1.0 - tolerance,
             high=1.0 + tolerance,
-            expected=f"hold distributions summing to 1 along the class dim {dim} (use "
-            "target='index' for class indices)",
+            expected=f"hold distributions summing to 1 (or all zeros, masked) along the class "
+            f"dim {dim} (use target='index' for class indices)",
+            key=(id(self), "target sums"),
         )
 
     def extra_repr(self) -> str:

@@ -67,7 +67,8 @@ class NLL(Loss):
         # negative loss.
         check_values_in(
             input,
-            f"`input` of {self!r}",
+            lambda: f"`input` of {self!r}",
+            key=(id(self), "input"),
             low=-math.inf,
             high=1e-4,
             expected="hold log-probabilities (<= 0, a log_softmax output; use CrossEntropy "

@@ -7,6 +7,7 @@ attributes declared here, which ``Trainer.__init__`` sets.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +55,10 @@ class TrainerState:
     skipped: int
     epoch_ended: bool
     last_book: LossBook | None
-    # The step's micro-batches: loss names, detached values, and the book they came from.
-    _step_values: list[tuple[tuple[str, ...], Tensor, LossBook]]
+    # The step's micro-batches: loss names, detached values, and what the guard reads of
+    # their books (the auxiliary losses that must stay >= 0, where each loss came from); not
+    # the books themselves, which hold the graph.
+    _step_values: list[tuple[tuple[str, ...], Tensor, frozenset[str], Mapping[str, str]]]
     _balancer_parameters: int  # how many the balancer had when last added to the optimizer
     history: History
     _stream: DataStream | None

@@ -42,9 +42,10 @@ class ReportingMixin(TrainerState):
                 prefix = f"metric/{path}/" if path else "metric/"
                 self._metrics.set_extra({prefix + k: v for k, v in diagnostics.items()})
         values = self._metrics.read(self._reducer, reset=not final)
-        # Value checks of losses and layers (targets in range...) wait on an accelerator until
-        # the device is read anyway: here. On the CPU they have raised already.
-        run_deferred_value_checks()
+        if not final:  # the last row is written in fit's cleanup, which must not raise
+            # Value checks of losses and layers (targets in range...) wait on an accelerator
+            # until the device is read anyway: here. On the CPU they have raised already.
+            run_deferred_value_checks()
         elapsed = time.perf_counter() - self._period_start
         record: dict[str, Any] = {
             "kind": "train",

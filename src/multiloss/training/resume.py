@@ -63,7 +63,7 @@ class CheckpointMixin(TrainerState):
             "hooks": [hook.state_dict() for hook in self.hooks],
             "world_size": self.dist.world_size,
             # The log period in progress: a resumed run's next row averages the same steps.
-            "period": {"metrics": self._metrics.state_dict(), "steps": self._period_steps},
+            "period": {"metrics": self._metrics.state_dict()},
         }
 
     def _resume(self) -> Path:
@@ -113,7 +113,6 @@ class CheckpointMixin(TrainerState):
         period = state.get("period")  # absent from checkpoints of earlier versions
         if period is not None:
             self._metrics.load_state_dict(period["metrics"])
-            self._period_steps = int(period["steps"])
         ranks = state["ranks"]
         if len(ranks) != self.dist.world_size:
             warnings.warn(

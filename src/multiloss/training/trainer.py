@@ -204,7 +204,9 @@ class Trainer(StepMixin, CheckpointMixin, ReportingMixin):
         self.epoch_ended = False
         self.completed = False
         self.last_book: LossBook | None = None
-        self._step_values: list[tuple[tuple[str, ...], Tensor, LossBook]] = []
+        self._step_values: list[
+            tuple[tuple[str, ...], Tensor, frozenset[str], Mapping[str, str]]
+        ] = []
         self._balancer_parameters = -1
         self.history = History()
         self._stream: DataStream | None = None
@@ -299,7 +301,10 @@ class Trainer(StepMixin, CheckpointMixin, ReportingMixin):
             for hook in self.hooks:
                 hook.before_train()
             self.net.train()
+            # time/step is measured over the steps this fit takes (a period may have begun
+            # in an earlier fit, or before a resume)
             self._period_start = time.perf_counter()
+            self._period_steps = 0
             while target is None or self.step < target:
                 for hook in self.hooks:
                     hook.before_step()
@@ -307,6 +312,7 @@ class Trainer(StepMixin, CheckpointMixin, ReportingMixin):
                     break
                 for hook in self.hooks:
                     hook.after_step()
+            run_deferred_value_checks()  # before the end: after_train and the sinks still run
             self.completed = True
         finally:
             if self.completed and self._metrics:
@@ -461,7 +467,8 @@ def _check_arguments(
 
 
 def _check_device(device: Any) -> torch.device:
-    """``device`` as a ``torch.device`` that exists on this machine."""
+    """``device`` as a ``torch.device``; for backends torch can ask (cuda, mps, xpu...), one
+    that exists on this machine. Others ('meta', out-of-tree backends) pass as given."""
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as error:
@@ -472,7 +479,9 @@ def _check_device(device: Any) -> torch.device:
     if resolved.type == "cpu":
         return resolved
     module = getattr(torch, resolved.type, None)
-    available = module is not None and getattr(module, "is_available", lambda: False)()
+    if module is None or not callable(getattr(module, "is_available", None)):
+        return resolved
+    available = module.is_available()
     count = getattr(module, "device_count", lambda: 0)() if available else 0
     if not available or (resolved.index is not None and resolved.index >= count):
         raise ValueError(
