@@ -5,6 +5,7 @@ model's own return value), are combined by a balancer, and every one of them is 
 """
 
 from multiloss import balancing, layers, losses, sinks, spec
+from multiloss._validation import run_deferred_value_checks
 from multiloss.aux import AuxiliaryLossModule
 from multiloss.collect import (
     LossBook,
@@ -44,6 +45,7 @@ __all__ = [
     "losses",
     "mark_representation",
     "record",
+    "run_deferred_value_checks",
     "sinks",
     "spec",
 ]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -152,3 +152,24 @@ def check_representation(representation: Any, where: str) -> Tensor | None:
         f"`representation` of {where} must be a tensor (the shared features the losses are "
         f"computed from, with their graph) or None; got {describe(representation)}"
     )
+
+
+def bounds_per_loss(
+    lower_bound: float | Mapping[str, float], names: Sequence[str], owner: str
+) -> list[float]:
+    """A method's ``lower_bound`` (a float, or loss name -> float, others 0) as one bound per
+    balanced loss; a name that is not a balanced loss is an error (a typo would otherwise be
+    ignored and the bound silently 0).
+
+    Example:
+        >>> bounds_per_loss({"b": -1.0}, ["a", "b"], "FAMO")
+        [0.0, -1.0]
+    """
+    if not isinstance(lower_bound, Mapping):
+        return [float(lower_bound)] * len(names)
+    unknown = sorted(set(lower_bound) - set(names))
+    if unknown:
+        raise ValueError(
+            f"`lower_bound` of {owner} names {unknown} but the balanced losses are {list(names)}"
+        )
+    return [float(lower_bound.get(name, 0.0)) for name in names]

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from multiloss._validation import check_finite_float, check_loss_tensor
 from multiloss.balancing._arrays import float32_list, floats_on_host, write_floats
+from multiloss.balancing._checks import bounds_per_loss
 from multiloss.balancing.context import BalanceContext
 from multiloss.balancing.weighting import LossWeighting
 
@@ -98,16 +99,7 @@ class FAMO(LossWeighting):
 
     def setup_state(self, names: tuple[str, ...], device: torch.device) -> None:
         count = len(names)
-        if isinstance(self.lower_bound, dict):
-            unknown = sorted(set(self.lower_bound) - set(names))
-            if unknown:
-                raise ValueError(
-                    f"`lower_bound` of FAMO names {unknown} but the balanced losses are "
-                    f"{list(names)}"
-                )
-            bounds = [self.lower_bound.get(name, 0.0) for name in names]
-        else:
-            bounds = [self.lower_bound] * count
+        bounds = bounds_per_loss(self.lower_bound, names, "FAMO")
         self.register_buffer("logits", torch.zeros(count, device=device))
         self.register_buffer("exp_avg", torch.zeros(count, device=device))
         self.register_buffer("exp_avg_sq", torch.zeros(count, device=device))

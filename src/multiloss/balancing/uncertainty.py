@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from multiloss._validation import check_finite_float, describe
 from multiloss.balancing._arrays import floats_on_host, write_floats
+from multiloss.balancing._checks import bounds_per_loss
 from multiloss.balancing.context import BalanceContext
 from multiloss.balancing.weighting import LossWeighting
 
@@ -149,23 +150,11 @@ class Uncertainty(LossWeighting):
                 f"`classification` of Uncertainty names {unknown} but the balanced losses are "
                 f"{list(names)}"
             )
-        if isinstance(self.lower_bound, dict):
-            unknown = sorted(set(self.lower_bound) - set(names))
-            if unknown:
-                raise ValueError(
-                    f"`lower_bound` of Uncertainty names {unknown} but the balanced losses are "
-                    f"{list(names)}"
-                )
+        bounds = bounds_per_loss(self.lower_bound, names, "Uncertainty")
         start = 0.0 if isinstance(self.init, str) else self.init
         self.log_vars = nn.Parameter(torch.full((len(names),), start, device=device))
         self.register_buffer("started", torch.tensor(self.init != "first", device=device))
         classification = [1.0 if name in self.classification else 0.5 for name in names]
-        bounds = [
-            self.lower_bound.get(name, 0.0)
-            if isinstance(self.lower_bound, dict)
-            else self.lower_bound
-            for name in names
-        ]
         self.register_buffer("_coefficients", torch.tensor(classification, device=device), False)
         self.register_buffer("_bounds", torch.tensor(bounds, device=device), persistent=False)
 
