@@ -600,7 +600,6 @@ class Balancer(nn.Module):
         ``advice``: what the user can do, ending the message. Default: pass ``lower_bound=``
         where this balancer takes one, else keep the loss non-negative or leave it out.
         """
-        values = ctx.values
         if advice is None:
             if hasattr(self, "lower_bound"):
                 advice = (
@@ -620,7 +619,7 @@ class Balancer(nn.Module):
             bad = [
                 f"{name!r} = {value:.6g} (bound {limit:.6g})"
                 for name, value, limit, low in zip(
-                    ctx.names, values.tolist(), limits, below, strict=True
+                    ctx.names, ctx.values.tolist(), limits, below, strict=True
                 )
                 if low
             ]
@@ -629,17 +628,22 @@ class Balancer(nn.Module):
                 f"bound ({why}); at step {ctx.step}: {', '.join(bad)}. {advice}"
             )
 
-        if values.device.type == "cpu" and not torch.compiler.is_compiling():
+        floats = ctx.value_floats()
+        if floats is not None or (
+            ctx.values.device.type == "cpu" and not torch.compiler.is_compiling()
+        ):
             # A few float comparisons: as tensor operations they cost more than the numbers.
             if isinstance(bounds, Tensor):
                 limits = bounds.tolist()
             else:
                 limits = [float(bounds)] * len(ctx.names)
-            below = [value < limit for value, limit in zip(values.tolist(), limits, strict=True)]
+            if floats is None:
+                floats = ctx.values.tolist()
+            below = [value < limit for value, limit in zip(floats, limits, strict=True)]
             if any(below):
                 raise ValueError(message(below))
             return
-        flags = values < bounds
+        flags = ctx.values < bounds
         self._checks.add("below_bound", flags.any(), lambda: message(flags.tolist()))
 
     def describe_state(self) -> str:

@@ -153,6 +153,13 @@ class _Session:
             self._values = mean_over_ranks([self.local_values()])[0]
         return self._values
 
+    def value_floats(self) -> list[float] | None:
+        """The balanced losses' values as Python floats where reading them was free (the
+        CPU, one process, not compiling: the finiteness check read them); else ``None``."""
+        if self.host_values is None or world_size() > 1:
+            return None
+        return self.host_values
+
     def local_values(self) -> Tensor:
         """``(T,)`` float32 detached raw values of the balanced losses of this process."""
         if self._local is None:
@@ -473,6 +480,7 @@ class BalanceContext:
         self.device = weights.device
         self._loss_scales = loss_scales  # None: all ones (the root view), built on demand
         self._values: Tensor | None = None
+        self._value_floats: list[float] | None = None
 
     @property
     def loss_scales(self) -> Tensor:
@@ -486,6 +494,17 @@ class BalanceContext:
             raw = self._session.values()
             self._values = raw if self._loss_scales is None else raw * self._loss_scales
         return self._values
+
+    def value_floats(self) -> list[float] | None:
+        """:attr:`values` as Python floats where reading them is free (the CPU, one process,
+        not compiling), else ``None``: methods that work on floats there skip the tensor."""
+        if self._value_floats is None:
+            raw = self._session.value_floats()
+            if raw is None or self._loss_scales is None:
+                return raw
+            scales = self._loss_scales.tolist()
+            self._value_floats = [v * s for v, s in zip(raw, scales, strict=True)]
+        return self._value_floats
 
     @property
     def num_losses(self) -> int:

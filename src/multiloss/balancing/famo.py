@@ -174,6 +174,9 @@ class FAMO(LossWeighting):
 
     def factors(self, ctx: BalanceContext) -> Tensor:
         self.require_at_least(ctx, self.bounds, "FAMO takes the logarithm of L - lower_bound")
+        floats = ctx.value_floats()
+        if self._on_host() and floats is not None:
+            return self._factors_host(floats)
         if self._on_host() and ctx.values.device.type == "cpu":
             return self._factors_host(ctx.values.tolist())
         distances = self._distances(ctx.values).clamp_min(_EPS)

@@ -161,7 +161,10 @@ class GradNorm(LossWeighting):
         if self._on_host() and ctx.values.device.type == "cpu":
             started = self.started.numpy()
             if not started:  # L(0): the first values seen
-                write_floats(self.initial.numpy(), ctx.values.tolist())
+                floats = ctx.value_floats()
+                write_floats(
+                    self.initial.numpy(), ctx.values.tolist() if floats is None else floats
+                )
                 started[()] = True
             return self.weights.detach().clone()
         with torch.no_grad():

@@ -158,20 +158,19 @@ class Uncertainty(LossWeighting):
         self.register_buffer("_coefficients", torch.tensor(classification, device=device), False)
         self.register_buffer("_bounds", torch.tensor(bounds, device=device), persistent=False)
 
-    def _on_host(self, values: Tensor) -> bool:
+    def _on_host(self, floats: list[float] | None) -> bool:
         """Whether the weights and the log-variances' gradient can be worked out on Python
-        floats (the CPU, float32): as tensor operations, with the backward nodes of the
-        log-variance term, they cost about 0.2 ms of an 8 ms step (T = 4, 2 cores)."""
-        return (
-            floats_on_host(self.log_vars)
-            and values.device.type == "cpu"
-            and not torch.compiler.is_compiling()
-        )
+        floats (``floats``: the values, read for free on the CPU; the log-variances in
+        float32): as tensor operations, with the backward nodes of the log-variance term,
+        they cost about 0.2 ms of an 8 ms step (T = 4, 2 cores)."""
+        return floats is not None and floats_on_host(self.log_vars)
 
     def factors(self, ctx: BalanceContext) -> Tensor:
         self.require_at_least(ctx, self._bounds, "the log-variance term needs L >= its bound")
-        if self._on_host(ctx.values):
-            return self._factors_host(ctx.values.tolist())
+        floats = ctx.value_floats()
+        if self._on_host(floats):
+            assert floats is not None
+            return self._factors_host(floats)
         if self.init == "first":
             with torch.no_grad():  # on the device: no sync to find out whether it is the first
                 excess = (ctx.values - self._bounds).clamp_min(1e-12)
@@ -195,13 +194,15 @@ class Uncertainty(LossWeighting):
         return torch.tensor(weights, dtype=torch.float32)
 
     def extra_loss(self, ctx: BalanceContext) -> Tensor:
-        if self._on_host(ctx.values):
-            return self._extra_host(ctx)
+        floats = ctx.value_floats()
+        if self._on_host(floats):
+            assert floats is not None
+            return self._extra_host(ctx, floats)
         excess = (ctx.values - self._bounds).clamp_min(0.0)
         terms = self._coefficients * torch.exp(-self.log_vars) * excess + 0.5 * self.log_vars
         return (terms * ctx.weights.abs()).sum()
 
-    def _extra_host(self, ctx: BalanceContext) -> Tensor:
+    def _extra_host(self, ctx: BalanceContext, values: list[float]) -> Tensor:
         """The log-variance term as ``sum_i g_i * s_i + const``: its value and its gradient
         ``g_i = |w_i| (0.5 - c_i exp(-s_i) (L_i - b_i))`` (what autograd gets from
         :meth:`extra_loss`'s formula) worked out on floats, so the backward pass runs a dot
@@ -210,7 +211,7 @@ class Uncertainty(LossWeighting):
         for s, c, loss, bound, weight in zip(
             self.log_vars.tolist(),
             self._coefficients.tolist(),
-            ctx.values.tolist(),
+            values,
             self._bounds.tolist(),
             ctx.weights.tolist(),
             strict=True,
