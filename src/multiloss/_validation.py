@@ -20,6 +20,7 @@ __all__ = [
     "check_choice",
     "check_class_indices",
     "check_finite_float",
+    "check_float_tensor",
     "check_int",
     "check_loss_name",
     "check_loss_tensor",
@@ -99,6 +100,20 @@ def check_int(value: Any, what: str, *, min_value: int | None = None) -> int:
         raise TypeError(f"{what} must be an int; got {describe(value)}")
     if min_value is not None and value < min_value:
         raise ValueError(f"{what} must be >= {min_value}; got {value}")
+    return value
+
+
+def check_float_tensor(value: Any, what: str) -> Tensor:
+    """Return ``value`` if it is a floating-point Tensor, else TypeError naming ``what``.
+
+    Example:
+        >>> check_float_tensor([1.0], "`x` of f")
+        Traceback (most recent call last):
+        ...
+        TypeError: `x` of f must be a floating-point Tensor; got [1.0] (list)
+    """
+    if not isinstance(value, Tensor) or not value.is_floating_point():
+        raise TypeError(f"{what} must be a floating-point Tensor; got {describe(value)}")
     return value
 
 

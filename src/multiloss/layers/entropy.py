@@ -8,7 +8,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from multiloss._validation import check_choice, check_int, check_values_in, describe
+from multiloss._validation import (
+    check_choice,
+    check_float_tensor,
+    check_int,
+    check_values_in,
+    describe,
+)
 from multiloss.aux import AuxiliaryLossModule
 
 __all__ = ["EntropyRegularizer"]
@@ -84,11 +90,7 @@ class EntropyRegularizer(AuxiliaryLossModule):
         self.over = check_choice(over, "`over` of EntropyRegularizer", _OVER)
 
     def forward(self, x: Tensor) -> Tensor:
-        if not isinstance(x, Tensor) or not x.is_floating_point():
-            raise TypeError(
-                f"the input of EntropyRegularizer must be a floating-point Tensor; got "
-                f"{describe(x)}"
-            )
+        check_float_tensor(x, "the input of EntropyRegularizer")
         if not -x.dim() <= self.dim < x.dim():
             raise ValueError(
                 f"`dim` of EntropyRegularizer is {self.dim}, but the input has shape "

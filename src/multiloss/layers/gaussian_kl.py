@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from multiloss._validation import check_finite_float, check_int, describe
+from multiloss._validation import check_finite_float, check_float_tensor, check_int, describe
 from multiloss.aux import AuxiliaryLossModule
 
 __all__ = ["GaussianKL", "active_units"]
@@ -28,10 +28,7 @@ def active_units(mean: Tensor, threshold: float = 0.01) -> Tensor:
         >>> int(active_units(mean))  # the constant dimension carries no information
         1
     """
-    if not isinstance(mean, Tensor) or not mean.is_floating_point():
-        raise TypeError(
-            f"`mean` of active_units must be a floating-point Tensor; got {describe(mean)}"
-        )
+    check_float_tensor(mean, "`mean` of active_units")
     if mean.dim() < 2:
         raise ValueError(
             "`mean` of active_units must have shape (examples, latent dims...); got shape "
@@ -112,11 +109,8 @@ class GaussianKL(AuxiliaryLossModule):
         self.per_dim_limit = check_int(per_dim_limit, "`per_dim_limit` of GaussianKL", min_value=0)
 
     def forward(self, mean: Tensor, logvar: Tensor) -> Tensor:
-        for name, value in (("mean", mean), ("logvar", logvar)):
-            if not isinstance(value, Tensor) or not value.is_floating_point():
-                raise TypeError(
-                    f"`{name}` of GaussianKL must be a floating-point Tensor; got {describe(value)}"
-                )
+        check_float_tensor(mean, "`mean` of GaussianKL")
+        check_float_tensor(logvar, "`logvar` of GaussianKL")
         if mean.shape != logvar.shape or mean.dim() < 2:
             raise ValueError(
                 "`mean` and `logvar` of GaussianKL must have the same shape (batch, latent "

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from multiloss._validation import check_loss_name, describe
+from multiloss._validation import check_float_tensor, check_loss_name, describe
 from multiloss.aux import AuxiliaryLossModule
 
 __all__ = ["OrthogonalityRegularizer", "orthogonality_gap"]
@@ -35,10 +35,7 @@ def orthogonality_gap(weight: Tensor) -> Tensor:
         >>> float(orthogonality_gap(2 * torch.eye(2)))  # ||4 I - I||^2 = 2 * 3^2
         18.0
     """
-    if not isinstance(weight, Tensor) or not weight.is_floating_point():
-        raise TypeError(
-            f"`weight` of orthogonality_gap must be a floating-point Tensor; got {describe(weight)}"
-        )
+    check_float_tensor(weight, "`weight` of orthogonality_gap")
     if weight.dim() < 2:
         raise ValueError(
             "`weight` of orthogonality_gap must have 2 or more dimensions (a matrix, or a conv "

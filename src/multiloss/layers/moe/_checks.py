@@ -7,7 +7,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from multiloss._validation import check_finite_float, check_int, check_values_in, describe
+from multiloss._validation import (
+    check_finite_float,
+    check_float_tensor,
+    check_int,
+    check_values_in,
+    describe,
+)
 
 __all__ = ["check_bool", "check_capacity_factor", "check_input", "check_jitter", "check_sizes"]
 
@@ -62,8 +68,7 @@ def check_input(x: Any, mask: Any, dim: int, *, needs_sequence: bool = False) ->
     skipped under ``torch.compile``), only static metadata (dtype, shape) is read, so the checks
     cost nothing on the device and are folded away by ``torch.compile``.
     """
-    if not isinstance(x, Tensor) or not x.is_floating_point():
-        raise TypeError(f"input of {_NAME} must be a floating-point Tensor; got {describe(x)}")
+    check_float_tensor(x, f"input of {_NAME}")
     if x.dim() == 0 or x.shape[-1] != dim:
         raise ValueError(
             f"input of {_NAME} must have last dimension dim={dim}; got shape {tuple(x.shape)}"
