@@ -75,3 +75,9 @@ def test_resume_into_shorter_data_is_a_clear_error() -> None:
     short = DataStream(DataLoader(TensorDataset(torch.arange(4.0)), batch_size=3, shuffle=True))
     with pytest.raises(ValueError, match="cannot resume at batch 3 of epoch 0"):
         short.load_state_dict(saved)
+
+
+def test_data_that_is_not_batches_is_named() -> None:
+    for data in (3, "abc", torch.ones(4)):
+        with pytest.raises(TypeError, match="`data` must be an iterable of batches"):
+            DataStream(data)  # type: ignore[arg-type]

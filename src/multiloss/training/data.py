@@ -13,11 +13,12 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from multiloss._validation import describe
 from multiloss.training.rng import get_rng_state, set_rng_state
 
-__all__ = ["DataStream"]
+__all__ = ["DataStream", "check_batches"]
 
 
 def _set_epoch(data: Any, epoch: int) -> None:
@@ -26,6 +27,16 @@ def _set_epoch(data: Any, epoch: int) -> None:
         if callable(set_epoch):
             set_epoch(epoch)
             return
+
+
+def check_batches(data: Any, what: str) -> None:
+    """TypeError naming ``what`` unless ``data`` is an iterable of batches (a string, bytes or
+    a single tensor iterate too, but are not batches)."""
+    if isinstance(data, str | bytes | Tensor) or not isinstance(data, Iterable):
+        raise TypeError(
+            f"{what} must be an iterable of batches (a DataLoader, a list of batches); got "
+            f"{describe(data)}"
+        )
 
 
 class DataStream:
@@ -38,8 +49,7 @@ class DataStream:
     """
 
     def __init__(self, data: Iterable[Any], *, max_epochs: int | None = None) -> None:
-        if not isinstance(data, Iterable):
-            raise TypeError(f"`data` must be an iterable of batches; got {describe(data)}")
+        check_batches(data, "`data`")
         self.data = data
         self.max_epochs = max_epochs
         self.epoch = 0  # epochs completed

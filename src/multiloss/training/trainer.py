@@ -34,7 +34,7 @@ from multiloss.collect import LossBook
 from multiloss.schedules import Schedule, as_schedule
 from multiloss.sinks import RunInfo, Sink
 from multiloss.training.amp import resolve_amp
-from multiloss.training.data import DataStream
+from multiloss.training.data import DataStream, check_batches
 from multiloss.training.groups import OptimizerGroup
 from multiloss.training.history import History
 from multiloss.training.hooks import CheckpointHook, EvalHook, Hook
@@ -275,9 +275,9 @@ class Trainer(StepMixin, CheckpointMixin, ReportingMixin):
         if epochs is None and steps is None:
             raise ValueError("fit() needs `epochs` or `steps`; got neither")
         check_bool(resume, "`resume` of fit()")
-        _check_batches(data, "`data` of fit()")
+        check_batches(data, "`data` of fit()")
         if val_data is not None:
-            _check_batches(val_data, "`val_data` of fit()")
+            check_batches(val_data, "`val_data` of fit()")
         if epochs is not None:
             check_int(epochs, "`epochs`", min_value=1)
         if steps is not None:
@@ -329,7 +329,7 @@ class Trainer(StepMixin, CheckpointMixin, ReportingMixin):
             ``{"total": ..., "loss/<name>": ..., "weighted/<name>": ...,
             "weight/<name>": ..., "metric/<name>": ...}``.
         """
-        _check_batches(data, "`data` of evaluate()")
+        check_batches(data, "`data` of evaluate()")
         if max_batches is not None:
             check_int(max_batches, "`max_batches` of evaluate()", min_value=1)
         net = self._eval_net
@@ -507,14 +507,6 @@ def check_pattern(key: Any) -> str:
     if not isinstance(key, str) or not key:
         raise TypeError(f"each key of `weights` must be a non-empty loss name; got {describe(key)}")
     return key
-
-
-def _check_batches(data: Any, what: str) -> None:
-    if isinstance(data, str | bytes | Tensor) or not isinstance(data, Iterable):
-        raise TypeError(
-            f"{what} must be an iterable of batches (a DataLoader, a list of batches); got "
-            f"{describe(data)}"
-        )
 
 
 def _device_of(module: nn.Module) -> torch.device:
