@@ -262,7 +262,7 @@ class StepMixin(TrainerState):
         for index, (names, raw, nonnegative, origins) in enumerate(passes):
             where = f" (micro-batch {index + 1} of {self.accumulate})" if several else ""
             for name, value in zip(names, raw.tolist(), strict=True):
-                if not _finite(value):
+                if not math.isfinite(value):
                     broken.setdefault(name, f"{value}{where}")
                 elif name in nonnegative and value < 0:
                     origin = origins.get(name) or "the root"
@@ -323,10 +323,6 @@ def _all_finite(grads: list[Tensor]) -> Tensor:
         order = math.inf if first.element_size() < 4 else 2.0
         return torch.stack(torch._foreach_norm(grads, order)).isfinite().all()
     return torch.nn.utils.get_total_norm(grads, math.inf).isfinite()
-
-
-def _finite(value: float) -> bool:
-    return value == value and value not in (float("inf"), float("-inf"))
 
 
 def group_parameters(group: OptimizerGroup) -> Iterable[Tensor]:
