@@ -112,11 +112,7 @@ class AuxiliaryLossModule(nn.Module):
 
     @use_aux_loss.setter
     def use_aux_loss(self, value: bool) -> None:
-        if not isinstance(value, bool):
-            raise TypeError(
-                f"`use_aux_loss` of {type(self).__name__} must be a bool; got {describe(value)}"
-            )
-        self._use_aux_loss = value
+        self._use_aux_loss = check_bool(value, f"`use_aux_loss` of {type(self).__name__}")
         if not value:
             self._aux_cache = None  # free what the last forward kept
 

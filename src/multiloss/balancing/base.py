@@ -35,7 +35,13 @@ from typing import Any, ClassVar, NoReturn
 import torch
 from torch import Tensor, nn
 
-from multiloss._validation import check_finite_float, check_int, check_loss_tensor, describe
+from multiloss._validation import (
+    check_bool,
+    check_finite_float,
+    check_int,
+    check_loss_tensor,
+    describe,
+)
 from multiloss.balancing._checks import (
     DeferredChecks,
     check_representation,
@@ -296,8 +302,7 @@ class Balancer(nn.Module):
             shared = check_shared(shared, owner)
         if representation is not None:
             representation = check_representation(representation, owner)
-        if type(diagnostics) is not bool:
-            raise TypeError(f"`diagnostics` of {owner} must be a bool; got {describe(diagnostics)}")
+        check_bool(diagnostics, f"`diagnostics` of {owner}")
         if weights is not None and not isinstance(weights, Mapping):
             raise TypeError(
                 f"`weights` of {owner} must be a mapping of loss name -> float (or None); got "
@@ -437,11 +442,7 @@ class Balancer(nn.Module):
             >>> UPGrad().use_factored_gradients(False)._engine.factor_linear
             False
         """
-        if not isinstance(enabled, bool):
-            raise TypeError(
-                f"`enabled` of {type(self).__name__}.use_factored_gradients must be a bool; "
-                f"got {describe(enabled)}"
-            )
+        check_bool(enabled, f"`enabled` of {type(self).__name__}.use_factored_gradients")
         for module in self.modules():
             if isinstance(module, Balancer):
                 module._engine.factor_linear = enabled

@@ -9,11 +9,11 @@ import torch
 from torch import Tensor, nn
 
 from multiloss._validation import (
+    check_bool,
     check_choice,
     check_float_tensor,
     check_int,
     check_values_in,
-    describe,
 )
 from multiloss.aux import AuxiliaryLossModule
 
@@ -81,11 +81,7 @@ class EntropyRegularizer(AuxiliaryLossModule):
         super().__init__(**kwargs)
         self.mode = check_choice(mode, "`mode` of EntropyRegularizer", _MODES)
         self.aux_loss_name = "entropy_gap" if self.mode == "maximize" else "entropy"
-        if not isinstance(from_logits, bool):
-            raise TypeError(
-                f"`from_logits` of EntropyRegularizer must be a bool; got {describe(from_logits)}"
-            )
-        self.from_logits = from_logits
+        self.from_logits = check_bool(from_logits, "`from_logits` of EntropyRegularizer")
         self.dim = check_int(dim, "`dim` of EntropyRegularizer")
         self.over = check_choice(over, "`over` of EntropyRegularizer", _OVER)
 

@@ -8,7 +8,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from multiloss._validation import check_finite_float, check_float_tensor, check_int, describe
+from multiloss._validation import (
+    check_bool,
+    check_finite_float,
+    check_float_tensor,
+    check_int,
+)
 from multiloss.aux import AuxiliaryLossModule
 
 __all__ = ["GaussianKL", "active_units"]
@@ -100,9 +105,7 @@ class GaussianKL(AuxiliaryLossModule):
     ) -> None:
         super().__init__(**kwargs)
         self.free_bits = check_finite_float(free_bits, "`free_bits` of GaussianKL", min_value=0.0)
-        if not isinstance(sample, bool):
-            raise TypeError(f"`sample` of GaussianKL must be a bool; got {describe(sample)}")
-        self.sample = sample
+        self.sample = check_bool(sample, "`sample` of GaussianKL")
         self.active_threshold = check_finite_float(
             active_threshold, "`active_threshold` of GaussianKL", min_value=0.0
         )

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from multiloss._validation import describe
+from multiloss._validation import check_bool, describe
 from multiloss.aux import AuxiliaryLossModule
 from multiloss.collect import collecting, current_book
 from multiloss.layers._inputs import Selector, check_selector, read_target, select_tensor
@@ -129,9 +129,7 @@ class AuxiliaryHead(AuxiliaryLossModule):
                 f"`loss` of AuxiliaryHead must be a loss name or a callable; got {describe(loss)}"
             )
         self.aux_loss_name = self.loss_name
-        if not isinstance(detach, bool):
-            raise TypeError(f"`detach` of AuxiliaryHead must be a bool; got {describe(detach)}")
-        self.detach = detach
+        self.detach = check_bool(detach, "`detach` of AuxiliaryHead")
 
     def forward(self, x: Tensor, target: Tensor | None = None) -> Tensor:
         if not self.use_aux_loss or (target is None and not collecting()):

@@ -222,12 +222,8 @@ class Trainer(StepMixin, CheckpointMixin, ReportingMixin):
     def _wrap_ddp(self, net: nn.Module, ddp: bool | Mapping[str, Any]) -> nn.Module:
         if isinstance(net, DistributedDataParallel) or not self.dist.active or ddp is False:
             return net
-        if ddp is True:
-            options: dict[str, Any] = {}
-        elif isinstance(ddp, Mapping):
-            options = dict(ddp)
-        else:
-            raise TypeError(f"`ddp` must be a bool or a dict of DDP options; got {describe(ddp)}")
+        # `ddp` was checked in __init__ (_check_arguments): True or a dict of options.
+        options: dict[str, Any] = {} if ddp is True else dict(ddp)
         if len(self.groups) > 1:
             # Each group backpropagates only its own losses: the others' parameters get no
             # gradient in that step, which DDP must be told to expect.
