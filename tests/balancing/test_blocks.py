@@ -14,6 +14,7 @@ from multiloss.balancing._blocks import (
     DenseBlock,
     FactoredBlock,
     FactoredInputBlock,
+    RowsBlock,
     gram_rows,
     mix_rows,
 )
@@ -123,6 +124,65 @@ def test_a_factored_input_block_agrees_with_its_rows(
 def test_a_factored_input_block_refuses_mismatched_factors() -> None:
     with pytest.raises(ValueError, match=r"weights of shape \(O, d\); got grads \(2, 4, 5\)"):
         FactoredInputBlock(torch.zeros(2, 4, 5), torch.zeros(3, 7))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.integers(1, 5),
+    shape=st.lists(st.integers(1, 4), min_size=0, max_size=3),
+    seed=st.integers(0, 2**16),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+)
+def test_a_rows_block_agrees_with_its_rows(
+    rows: int, shape: list[int], seed: int, dtype: torch.dtype
+) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    data = torch.randn(rows, *shape, generator=generator, dtype=dtype)
+    block = RowsBlock(list(data))
+    assert torch.equal(block.dense(), data)
+    _assert_same_answers(block, data, seed + 1)
+
+
+def test_a_rows_block_reads_expanded_rows_and_never_writes_them() -> None:
+    # Autograd may hand back a broadcast gradient (stride 0): read, never modified in place.
+    first = torch.ones(1, 3).expand(2, 3)
+    second = torch.arange(6.0).reshape(2, 3)
+    block = RowsBlock([first, second])
+    data = torch.stack([first.contiguous(), second])
+    _assert_same_answers(block, data, seed=3)
+    combined = block.combine(torch.tensor([2.0, 1.0]))
+    assert torch.equal(first, torch.ones(2, 3))
+    assert combined.stride() == (3, 1)
+
+
+def test_a_rows_block_refuses_no_rows() -> None:
+    with pytest.raises(ValueError, match="at least one row"):
+        RowsBlock([])
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 4])
+def test_a_jacobian_of_kept_rows_reduces_them_together(rows: int) -> None:
+    # Every block kept as rows: one Gramian and one combination over all of them, equal to
+    # those of the same gradients copied into blocks (mixed dtypes too).
+    generator = torch.Generator().manual_seed(rows)
+    shapes = [(4, 3), (3,), (2, 2, 2)]
+    dtypes = [torch.float32, torch.float64, torch.float32]
+    data = [
+        torch.randn(rows, *shape, generator=generator, dtype=dtype)
+        for shape, dtype in zip(shapes, dtypes, strict=True)
+    ]
+    factors = torch.rand(rows, generator=generator) + 0.5
+    kept = Jacobian([RowsBlock(list(block)) for block in data]).scaled(factors)
+    copied = Jacobian(data).scaled(factors)
+    assert not kept.factored
+    torch.testing.assert_close(kept.gramian(), copied.gramian(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(kept.norms(), copied.norms(), rtol=1e-5, atol=1e-5)
+    coefficients = torch.randn(rows, generator=generator)
+    for a, b in zip(kept.combine(coefficients), copied.combine(coefficients), strict=True):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(kept.matrix(), copied.matrix())
+    chosen = kept.take([rows - 1])
+    torch.testing.assert_close(chosen.gramian(), copied.take([rows - 1]).gramian())
 
 
 # -- the CPU kernels of wide products (gram_rows, mix_rows) ---------------------------------------

@@ -368,3 +368,32 @@ def test_factored_linear_layers_give_the_dense_update(
     (used_f, grads_f), (used_d, grads_d) = updates
     assert used_f == pytest.approx(used_d, rel=1e-4, abs=1e-6)
     assert_grads_close(grads_f, grads_d, rtol=1e-4, atol=1e-6)
+
+
+@cases(_uses_a_jacobian)
+def test_rows_kept_as_autograd_returns_them_give_the_copied_update(
+    case: BalancerCase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Up to four rows on the CPU, the per-loss gradients stay as autograd returns them (no copy
+    # into the engine's buffers): the same weights, gradients and diagnostics as copied rows,
+    # here with a fixed loss reaching the trunk (its own row, diagnostics being on).
+    monkeypatch.setattr(context, "find_capture", lambda *a: None)
+    kept: list[bool] = []
+    real = context.gradients_at
+    monkeypatch.setattr(
+        context, "gradients_at", lambda *a, **k: kept.append(k["keep_rows"]) or real(*a, **k)
+    )
+    results = []
+    for up_to in (4, 0):
+        monkeypatch.setattr(context, "_KEEP_ROWS_UP_TO", up_to)
+        model, balancer = Toy(), case.build(balance=["task0", "task1"])
+        used, g = run(balancer, model, weights={"task2": 0.5}, diagnostics=True)
+        shown = {k: float(v) for k, v in balancer.diagnostics().items()}
+        results.append((used, g, shown))
+        assert any(kept) == (up_to == 4)  # the parameter-level Jacobian (update or diagnostics)
+        kept.clear()
+    (used_k, grads_k, shown_k), (used_c, grads_c, shown_c) = results
+    assert used_k == pytest.approx(used_c, rel=1e-5, abs=1e-7)
+    assert_grads_close(grads_k, grads_c, rtol=1e-5, atol=1e-6)
+    assert shown_k.keys() == shown_c.keys()
+    assert shown_k == pytest.approx(shown_c, rel=1e-4, abs=1e-6)

@@ -129,6 +129,16 @@ def _fresh_balancer_gradients(model: Toy) -> dict[str, Tensor]:
     return grads(model)
 
 
+@pytest.fixture
+def copied_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Copy every per-loss gradient into the engine's buffers (up to four rows are otherwise
+    kept as autograd returns them, and no buffer is used)."""
+    import multiloss.balancing.context as context_module
+
+    monkeypatch.setattr(context_module, "_KEEP_ROWS_UP_TO", 0)
+
+
+@pytest.mark.usefixtures("copied_rows")
 def test_buffers_kept_between_steps_never_carry_a_gradient_over() -> None:
     # The same balancer on two different batches gives, on the second, exactly what a fresh
     # balancer gives: the reused Jacobian buffers are fully overwritten.
@@ -142,6 +152,7 @@ def test_buffers_kept_between_steps_never_carry_a_gradient_over() -> None:
     torch.testing.assert_close(grads(model), _fresh_balancer_gradients(model), rtol=0, atol=0)
 
 
+@pytest.mark.usefixtures("copied_rows")
 def test_release_memory_frees_the_kept_buffers_and_the_next_step_still_works() -> None:
     model = Toy()
     balancer = Fixed()

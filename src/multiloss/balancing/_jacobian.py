@@ -34,7 +34,17 @@ import torch
 from torch import Tensor
 from torch.autograd.graph import GradientEdge
 
-from multiloss.balancing._blocks import Block, DenseBlock, gram_rows, mix_rows
+from multiloss.balancing._blocks import (
+    Block,
+    DenseBlock,
+    FactoredBlock,
+    FactoredInputBlock,
+    RowsBlock,
+    gram_rows,
+    mix_rows,
+    rows_combine,
+    rows_gramian,
+)
 
 __all__ = [
     "Engine",
@@ -148,11 +158,14 @@ def _loop(
     collected: Collected | None = None,
     free_each: bool = False,
     unused: list[int] | None = None,
-) -> list[Tensor]:
+    keep: bool = False,
+) -> list[Any]:
     # Each gradient is copied into its row as soon as it exists, so the peak is the blocks
-    # plus one gradient, not twice the blocks (a list of rows, then a stacked copy).
+    # plus one gradient, not twice the blocks (a list of rows, then a stacked copy). ``keep``:
+    # the gradients are the rows (``RowsBlock``), no block and no copy.
     rows = len(outputs)
-    blocks = list(out) if out is not None else _empty_blocks(rows, targets)
+    kept: list[list[Tensor]] = [[] for _ in targets]
+    blocks = [] if keep else list(out) if out is not None else _empty_blocks(rows, targets)
     last = rows - 1
     inputs: Any = [target.input for target in targets]  # tensors and edges, mixed
     extra = list(extra) if collected is not None else []
@@ -162,6 +175,8 @@ def _loop(
             if not output.requires_grad:
                 for block in blocks:
                     block[index].zero_()
+                for found_rows, target in zip(kept if keep else (), targets, strict=False):
+                    found_rows.append(_zero_row(target))
                 if unused is not None:
                     unused.append(index)
                 continue
@@ -179,7 +194,12 @@ def _loop(
                     found.append((index, grad))
             grads = grads[: len(inputs)]
             reached = False
-            for position, (block, grad) in enumerate(zip(blocks, grads, strict=True)):
+            if keep:
+                for position, (found_rows, grad) in enumerate(zip(kept, grads, strict=True)):
+                    grad = caught.get(position, grad)
+                    reached = reached or grad is not None
+                    found_rows.append(_zero_row(targets[position]) if grad is None else grad)
+            for position, (block, grad) in enumerate(zip(blocks, grads, strict=not keep)):
                 grad = caught.get(position, grad)
                 if grad is None:
                     block[index].zero_()
@@ -191,7 +211,11 @@ def _loop(
             del grads
     if collected is not None:
         collected[:] = pairs
-    return blocks
+    return [RowsBlock(found_rows) for found_rows in kept] if keep else blocks
+
+
+def _zero_row(target: Target) -> Tensor:
+    return torch.zeros(target.shape, dtype=target.dtype, device=target.device)
 
 
 def _disjoint(
@@ -288,7 +312,8 @@ def gradients_at(
     collected: Collected | None = None,
     free_each: bool = False,
     unused: list[int] | None = None,
-) -> tuple[list[Tensor], bool]:
+    keep_rows: bool = False,
+) -> tuple[list[Any], bool]:
     """:func:`per_loss_gradients` for targets (tensors or graph edges).
 
     The loop reads an edge's gradient after the hooks of the tensor it belongs to
@@ -304,7 +329,9 @@ def gradients_at(
     share no operation, so each may free what it ran (the heads above a representation).
     ``unused``: where given, the loop and the disjoint pass append the rows whose output
     reaches none of the targets (their gradient is absent, not computed as zero); the batched
-    pass cannot tell, so callers that need it pass ``batched=False``.
+    pass cannot tell, so callers that need it pass ``batched=False``. ``keep_rows``: where the
+    loop runs, each block is a :class:`~multiloss.balancing._blocks.RowsBlock` of the gradients
+    as returned (no copy into ``out``); the other routes return tensors as usual.
     """
     if not outputs or not targets:
         raise ValueError(
@@ -359,10 +386,19 @@ def gradients_at(
                 grad = grad.expand(rows, *target.shape)
             blocks.append(grad.to(target.dtype))
         return blocks, True
-    return (
-        _loop(outputs, targets, grad_scale, retain_graph, out, extra, collected, free_each, unused),
-        batched,
+    blocks = _loop(
+        outputs,
+        targets,
+        grad_scale,
+        retain_graph,
+        None if keep_rows else out,
+        extra,
+        collected,
+        free_each,
+        unused,
+        keep=keep_rows,
     )
+    return blocks, batched
 
 
 class Engine:
@@ -495,7 +531,14 @@ class Jacobian:
     @property
     def factored(self) -> bool:
         """Whether some block is kept as a linear layer's factors (rows not formed)."""
-        return any(not isinstance(part, DenseBlock) for part in self.parts)
+        return any(isinstance(part, FactoredBlock | FactoredInputBlock) for part in self.parts)
+
+    def _kept_rows(self) -> list[RowsBlock] | None:
+        """The blocks, when every one is kept as rows (reduced together); else ``None``."""
+        parts = self.parts
+        if all(isinstance(part, RowsBlock) for part in parts):
+            return cast(list[RowsBlock], parts)
+        return None
 
     # -- views ------------------------------------------------------------------------------------
     def scaled(self, factors: Tensor) -> Jacobian:
@@ -559,6 +602,10 @@ class Jacobian:
             if flat is not None:
                 self._raw_gramian = gram_rows(flat).to(torch.float32)
                 return self._raw_gramian
+            kept = self._kept_rows()
+            if kept is not None:
+                self._raw_gramian = rows_gramian(kept)
+                return self._raw_gramian
             gram = self.parts[0].gramian()
             for part in self.parts[1:]:
                 gram = gram + part.gramian()
@@ -591,6 +638,9 @@ class Jacobian:
                 piece.view(part.dense().shape[1:])
                 for piece, part in zip(mixed, self.parts, strict=True)
             ]
+        kept = self._kept_rows()
+        if kept is not None:
+            return rows_combine(kept, weights)
         return [part.combine(weights) for part in self.parts]
 
     def dot(self, update: Sequence[Tensor]) -> Tensor:
@@ -607,6 +657,6 @@ class Jacobian:
 
     def __repr__(self) -> str:
         sizes = sum(part.size() for part in self.parts)
-        factored = sum(not isinstance(part, DenseBlock) for part in self.parts)
+        factored = sum(isinstance(part, FactoredBlock | FactoredInputBlock) for part in self.parts)
         extra = f", factored={factored}" if factored else ""
         return f"Jacobian(rows={self.rows}, blocks={len(self.parts)}, size={sizes}{extra})"

@@ -40,6 +40,9 @@ from multiloss.balancing.shared import GraphInfo, discover
 
 __all__ = ["BalanceContext", "vector_on"]
 
+#: The most rows the loop keeps as separate gradients (see ``_Session._keep_rows``).
+_KEEP_ROWS_UP_TO = 4
+
 
 def vector_on(values: Sequence[float], device: torch.device) -> Tensor:
     """A small float32 vector on ``device`` without a blocking host-to-device copy.
@@ -300,6 +303,7 @@ class _Session:
         collected: Collected = []
         # At the representation: the rows whose loss does not reach z (caught in the passes).
         unused: list[int] | None = [] if representation and not attempt else None
+        keep = self._keep_rows(len(outputs), targets, attempt or bool(factored) or representation)
         with _hooks_suspended(self.representation if representation else None):
             blocks, batch_ok = gradients_at(
                 outputs,
@@ -307,11 +311,12 @@ class _Session:
                 retain_graph=representation or not others,
                 grad_scale=self.scale,
                 batched=attempt,
-                out=None if attempt else self._buffers(len(outputs), targets),
+                out=None if attempt or keep else self._buffers(len(outputs), targets),
                 extra=others,
                 collected=collected if others else None,
                 free_each=free_each and bool(others),
                 unused=unused,
+                keep_rows=keep,
             )
         if unused:
             self._not_computed_from(inputs[0], unused)
@@ -329,6 +334,21 @@ class _Session:
             return jacobian
         ones = torch.ones(jacobian.rows, dtype=torch.float32, device=jacobian.factors.device)
         return jacobian.scaled(ones / self.scale)
+
+    @staticmethod
+    def _keep_rows(rows: int, targets: Sequence[Target], other_route: bool) -> bool:
+        """Whether the loop keeps each gradient as its row instead of copying it into the
+        engine's buffers (``_blocks.RowsBlock``): a few dense rows over the parameters, on the
+        CPU, in one process (the blocks of several ranks are averaged as tensors). Beyond four
+        rows the per-block products of separate rows (``R (R + 1) / 2`` each) cost more than
+        the copy saves; and the linear layers' weights are factored from about four rows on
+        the 3 x 512 benchmark trunk anyway."""
+        return (
+            not other_route
+            and 1 < rows <= _KEEP_ROWS_UP_TO
+            and world_size() == 1
+            and all(target.device.type == "cpu" for target in targets)
+        )
 
     def _not_computed_from(self, z: Tensor, rows: Sequence[int]) -> None:
         """Raise for the balanced losses (by row) whose graph does not pass through ``z``."""
