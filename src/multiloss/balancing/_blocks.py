@@ -182,10 +182,15 @@ def _pair_positions(rows: int) -> tuple[tuple[int, int], ...]:
 
 
 @cache
-def _pair_index(rows: int) -> list[list[int]]:
-    """``index[i][j]``: the position of the pair ``(min, max)`` in :func:`_pair_positions`."""
+def _pair_index(rows: int, device: torch.device) -> Tensor:
+    """``index[i, j]``: the position of the pair ``(min, max)`` in :func:`_pair_positions`."""
     position = {pair: k for k, pair in enumerate(_pair_positions(rows))}
-    return [[position[min(i, j), max(i, j)] for j in range(rows)] for i in range(rows)]
+    pairs = [[position[min(i, j), max(i, j)] for j in range(rows)] for i in range(rows)]
+    return torch.tensor(pairs, device=device)
+
+
+def _flat_rows(part: RowsBlock) -> list[Tensor]:
+    return [_float(row).reshape(-1) for row in part.tensors]
 
 
 def rows_gramian(parts: Sequence[RowsBlock]) -> Tensor:
@@ -201,12 +206,11 @@ def rows_gramian(parts: Sequence[RowsBlock]) -> Tensor:
         True
     """
     rows = parts[0].rows
-    flats = [[_float(row).reshape(-1) for row in part.tensors] for part in parts]
+    flats = [_flat_rows(part) for part in parts]
     pairs = _pair_positions(rows)
     dots = [flat[i].dot(flat[j]) for i, j in pairs for flat in flats]
     sums = torch.stack(dots).view(len(pairs), len(parts)).sum(1).to(torch.float32)
-    index = torch.tensor(_pair_index(rows), device=sums.device)
-    return sums[index]
+    return sums[_pair_index(rows, sums.device)]
 
 
 def rows_combine(parts: Sequence[RowsBlock], weights: Tensor) -> list[Tensor]:
@@ -260,8 +264,7 @@ class RowsBlock:
 
     def squared_norms(self) -> Tensor:
         """``(R,)`` float32 squared norms of the rows."""
-        flats = [_float(row).reshape(-1) for row in self.tensors]
-        return torch.stack([flat.dot(flat) for flat in flats]).to(torch.float32)
+        return torch.stack([flat.dot(flat) for flat in _flat_rows(self)]).to(torch.float32)
 
     def combine(self, weights: Tensor) -> Tensor:
         """``sum_i weights[i] * row_i``, shaped like the tensor."""
@@ -269,7 +272,7 @@ class RowsBlock:
 
     def dot(self, part: Tensor) -> Tensor:
         """``(R,)`` float32 inner products of each row with ``part`` (shaped like the tensor)."""
-        flats = [_float(row).reshape(-1) for row in self.tensors]
+        flats = _flat_rows(self)
         other = part.reshape(-1).to(flats[0].dtype)
         return torch.stack([flat.dot(other) for flat in flats]).to(torch.float32)
 

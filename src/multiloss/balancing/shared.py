@@ -59,10 +59,6 @@ class GraphInfo:
         return self.shared + self.others
 
 
-def _children(node: Any) -> list[Any]:
-    return [child for child, _ in node.next_functions if child is not None]
-
-
 def discover(roots: Sequence[Tensor], num_balanced: int | None = None) -> GraphInfo:
     """Walk the autograd graph of ``roots`` once and classify the leaves they reach.
 
@@ -99,19 +95,21 @@ def discover(roots: Sequence[Tensor], num_balanced: int | None = None) -> GraphI
         starts.append(node)
 
     # Topological order (parents before children): reverse post-order of an iterative DFS.
+    # Each node's edges are read once (``next_functions`` builds new tuples at every access)
+    # and kept for the second pass.
     order: list[Any] = []
-    seen: set[Any] = set()
+    links: dict[Any, tuple[Any, ...]] = {}
     for start in starts:
-        if start in seen:
+        if start in links:
             continue
-        seen.add(start)
-        stack = [(start, iter(_children(start)))]
+        links[start] = edges = start.next_functions
+        stack = [(start, iter(edges))]
         while stack:
             node, pending = stack[-1]
-            for child in pending:
-                if child not in seen:
-                    seen.add(child)
-                    stack.append((child, iter(_children(child))))
+            for child, _ in pending:
+                if child is not None and child not in links:
+                    links[child] = edges = child.next_functions
+                    stack.append((child, iter(edges)))
                     break
             else:
                 stack.pop()
@@ -134,13 +132,17 @@ def discover(roots: Sequence[Tensor], num_balanced: int | None = None) -> GraphI
             if level is not None:
                 leaf_depth[key] = min(leaf_depth.get(key, level), level)
             continue
-        for position, (child, _) in enumerate(node.next_functions):
+        below = None if level is None else level + 1
+        for position, (child, _) in enumerate(links[node]):
             if child is None:
                 continue
             masks[child] = masks.get(child, 0) | mask
-            if level is not None:
-                depth[child] = min(depth.get(child, level + 1), level + 1)
-            parents.setdefault(child, []).append((node, position))
+            if below is not None:
+                depth[child] = min(depth.get(child, below), below)
+            if child in parents:
+                parents[child].append((node, position))
+            else:
+                parents[child] = [(node, position)]
 
     shared: list[Tensor] = []
     others: list[Tensor] = []
