@@ -412,7 +412,8 @@ class Engine:
       that is cheaper (``_factored.py``; on by default, ``False`` forms every row).
     * :meth:`buffers`: the loop's output blocks on the CPU, kept for the next call with the same
       shapes (one set at a time). They are overwritten by that call: a method that keeps
-      per-loss gradients past its step must copy them.
+      per-loss gradients past its step must copy them. (A few rows are not copied at all: the
+      session asks the loop to keep them as autograd returns them, ``_blocks.RowsBlock``.)
 
     Example:
         >>> import torch
