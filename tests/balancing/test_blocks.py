@@ -172,17 +172,22 @@ def test_a_jacobian_of_kept_rows_reduces_them_together(rows: int) -> None:
         for shape, dtype in zip(shapes, dtypes, strict=True)
     ]
     factors = torch.rand(rows, generator=generator) + 0.5
-    kept = Jacobian([RowsBlock(list(block)) for block in data]).scaled(factors)
-    copied = Jacobian(data).scaled(factors)
+
+    def kept_rows() -> Jacobian:  # a fresh one each time: nothing cached from another call
+        return Jacobian([RowsBlock(list(block)) for block in data]).scaled(factors)
+
+    kept, copied = kept_rows(), Jacobian(data).scaled(factors)
     assert not kept.factored
-    torch.testing.assert_close(kept.gramian(), copied.gramian(), rtol=1e-5, atol=1e-5)
+    # Norms first (no Gramian computed yet: the blocks' own squared norms), then the Gramian.
     torch.testing.assert_close(kept.norms(), copied.norms(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(kept.gramian(), copied.gramian(), rtol=1e-5, atol=1e-5)
     coefficients = torch.randn(rows, generator=generator)
     for a, b in zip(kept.combine(coefficients), copied.combine(coefficients), strict=True):
         torch.testing.assert_close(a, b)
     torch.testing.assert_close(kept.matrix(), copied.matrix())
-    chosen = kept.take([rows - 1])
-    torch.testing.assert_close(chosen.gramian(), copied.take([rows - 1]).gramian())
+    chosen = kept_rows().take([rows - 1, 0])
+    expected = Jacobian(data).scaled(factors).take([rows - 1, 0])
+    torch.testing.assert_close(chosen.gramian(), expected.gramian(), rtol=1e-5, atol=1e-5)
 
 
 # -- the CPU kernels of wide products (gram_rows, mix_rows) ---------------------------------------

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import multiloss.balancing.context as context
 from multiloss.balancing import GradientBalancer, GradNorm, Sum
+from multiloss.balancing._blocks import RowsBlock
 from tests.balancing import cases as case_modules
 from tests.balancing.properties import (
     BalancerCase,
@@ -380,9 +381,13 @@ def test_rows_kept_as_autograd_returns_them_give_the_copied_update(
     monkeypatch.setattr(context, "find_capture", lambda *a: None)
     kept: list[bool] = []
     real = context.gradients_at
-    monkeypatch.setattr(
-        context, "gradients_at", lambda *a, **k: kept.append(k["keep_rows"]) or real(*a, **k)
-    )
+
+    def gradients_at(*args: object, **kwargs: object) -> object:
+        blocks, batched = real(*args, **kwargs)  # type: ignore[arg-type]
+        kept.append(all(isinstance(block, RowsBlock) for block in blocks))
+        return blocks, batched
+
+    monkeypatch.setattr(context, "gradients_at", gradients_at)
     results = []
     for up_to in (4, 0):
         monkeypatch.setattr(context, "_KEEP_ROWS_UP_TO", up_to)

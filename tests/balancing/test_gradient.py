@@ -302,3 +302,31 @@ def test_heads_gradients_from_the_per_loss_passes_are_laid_out_like_the_heads() 
         assert w.grad is not None
         assert w.grad.stride() == w.stride()
         torch.testing.assert_close(w.grad, reference)
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_a_shared_weight_whose_gradient_comes_back_transposed_gets_its_own_layout(
+    keep: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ``einsum`` with the weight as ``(out, in)`` returns its gradient transposed. Kept as a
+    # row, the update would keep those strides: .grad must be laid out like the parameter
+    # (``view(-1)`` works, as after autograd's own accumulation), with the same values.
+    import multiloss.balancing.context as context_module
+
+    monkeypatch.setattr(context_module, "_KEEP_ROWS_UP_TO", 4 if keep else 0)
+    torch.manual_seed(0)
+    weight = torch.nn.Parameter(torch.randn(6, 4))
+    heads = [torch.nn.Parameter(torch.randn(6)) for _ in range(2)]
+    z = torch.einsum("bnd,hd->bnh", torch.randn(2, 5, 4), weight).tanh()
+    losses = {f"t{i}": (z @ head).pow(2).mean() for i, head in enumerate(heads)}
+    rows = [torch.autograd.grad(loss, weight, retain_graph=True)[0] for loss in losses.values()]
+    assert rows[0].stride() != weight.stride()  # the case this test is about
+
+    class Half(GradientBalancer):
+        def weigh(self, gramian: Tensor, ctx: BalanceContext) -> Tensor:
+            return torch.full((gramian.shape[0],), 0.5)
+
+    Half().apply(losses, step=0)
+    assert weight.grad is not None
+    assert weight.grad.stride() == weight.stride()
+    torch.testing.assert_close(weight.grad, 0.5 * (rows[0] + rows[1]))

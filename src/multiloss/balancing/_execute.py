@@ -86,6 +86,9 @@ def _add_collected(session: _Session, plan: Plan, fixed_coefficients: Sequence[f
     # On the CPU (where the loop runs) the weights are read for free: a weight of exactly 1
     # (Sum's, or a fixed weight of 1) then needs no product.
     host = weights.tolist() if weights.device.type == "cpu" else None
+    # A gradient handed over as it is may be the very tensor that is a shared parameter's kept
+    # row (autograd gives ``W + D`` one buffer for both): safe, as every read of the rows
+    # (diagnostics, the update) is over by now and the Jacobian ends with the call.
     handed: set[int] = set()  # storages already given to a .grad in this call
     for tensor, pairs in zip(tensors, collected, strict=True):
         value: Tensor | None = None
@@ -127,7 +130,9 @@ def _in_layout_of(tensor: Tensor, grad: Tensor) -> Tensor:
 def _add_to_grads(
     tensors: Sequence[Tensor], update: Sequence[Tensor], scale: float | Tensor, *, fresh: bool
 ) -> None:
-    """``tensor.grad += scale * part``; ``fresh``: the parts are ours to keep (no copy)."""
+    """``tensor.grad += scale * part``; ``fresh``: the parts are ours to keep (no copy).
+    A new ``.grad`` gets the parameter's layout (the update from rows kept as autograd returned
+    them keeps their strides, transposed for a weight used as ``x @ W.T`` through ``einsum``)."""
     for tensor, part in zip(tensors, update, strict=True):
         value = part.detach().reshape(tensor.shape).to(tensor.dtype)
         if not is_unit_scale(scale):
@@ -135,7 +140,7 @@ def _add_to_grads(
         elif not fresh:
             value = value.clone()  # never let .grad alias a tensor the method may keep
         if tensor.grad is None:
-            tensor.grad = value
+            tensor.grad = _in_layout_of(tensor, value)
         else:
             tensor.grad.add_(value)
 

@@ -550,7 +550,8 @@ class Jacobian:
         return view
 
     def take(self, rows: Sequence[int] | slice) -> Jacobian:
-        """A Jacobian of a subset of the rows (copies the selected rows of each block)."""
+        """A Jacobian of a subset of the rows (the selected rows of each block: a copy, except
+        for rows kept as autograd returned them, which are shared)."""
         index = range(self.rows)[rows] if isinstance(rows, slice) else list(rows)
         if list(index) == list(range(self.rows)):
             return self
