@@ -424,7 +424,12 @@ def test_epochs_over_data_without_length() -> None:
         ({"sinks": ["x"]}, TypeError, "each of `sinks` must be a multiloss sink"),
         ({"forward": "x"}, TypeError, r"`forward` must be a function forward\(model, batch\)"),
         ({"ddp": "x"}, TypeError, "`ddp` must be a bool or a dict of DDP options"),
-        ({"shared": [1]}, TypeError, "each of `shared` must be a parameter; got 1"),
+        (
+            {"shared": [1]},
+            TypeError,
+            r"`shared` of Trainer must be a sequence of tensors that require grad; got \[1\] "
+            r"\(list\), whose item 0 is 1 \(int\)",
+        ),
         ({"grad_diagnostics": "no"}, TypeError, "`grad_diagnostics` must be a bool; got 'no'"),
         ({"val_every": 0}, ValueError, "`val_every` must be >= 1; got 0"),
         ({"run_dir": ""}, ValueError, "`run_dir` must name a directory; got ''"),
@@ -436,6 +441,14 @@ def test_epochs_over_data_without_length() -> None:
 def test_bad_trainer_arguments_are_named(kwargs: dict, error: type, match: str) -> None:
     with pytest.raises(error, match=match):
         make_trainer(**kwargs).fit(regression_batches(1), steps=1)
+
+
+def test_shared_given_as_a_generator_is_kept() -> None:
+    # The check reads ``shared`` once: ``model.parameters()`` is not used up before it is kept.
+    model = TwoLoss()
+    trainer = make_trainer(model=model, shared=model.body.parameters())
+    assert trainer.shared is not None
+    assert [id(p) for p in trainer.shared] == [id(p) for p in model.body.parameters()]
 
 
 def test_bad_model_optimizer_and_fit_arguments() -> None:

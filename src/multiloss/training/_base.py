@@ -48,7 +48,7 @@ class TrainerState:
     amp: AmpSettings
     forward: ForwardFn | None
     grad_diagnostics: bool
-    shared: list[nn.Parameter] | None
+    shared: list[Tensor] | None
     sinks: list[Sink]
     hooks: list[Hook]
     step: int

@@ -30,6 +30,7 @@ from multiloss._validation import (
     run_deferred_value_checks,
 )
 from multiloss.aux import AuxiliaryLossModule
+from multiloss.balancing._checks import check_shared
 from multiloss.collect import LossBook
 from multiloss.schedules import Schedule, as_schedule
 from multiloss.sinks import RunInfo, Sink
@@ -143,7 +144,7 @@ class Trainer(StepMixin, CheckpointMixin, ReportingMixin):
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"`model` must be an nn.Module; got {describe(model)}")
-        _check_arguments(balancer, weights, scheduler, hooks, sinks, forward, ddp, shared)
+        _check_arguments(balancer, weights, scheduler, hooks, sinks, forward, ddp)
         if device is not None:
             device = _check_device(device)
         self.dist = init_distributed(torch.device(device) if device is not None else None)
@@ -192,7 +193,10 @@ class Trainer(StepMixin, CheckpointMixin, ReportingMixin):
         self.grad_diagnostics = (
             check_bool(grad_diagnostics, "`grad_diagnostics`") or balancer is not None
         )
-        self.shared = list(shared) if shared is not None else None
+        # The balancer's own check (``apply`` and gradient_diagnostics run it too), read once:
+        # a generator such as ``model.trunk.parameters()`` is kept, not used up by the check.
+        checked = check_shared(shared, "Trainer")
+        self.shared = list(checked) if checked is not None else None
         self.user_hooks = list(hooks)
         for hook in self.user_hooks:
             if not isinstance(hook, Hook):
@@ -419,7 +423,6 @@ def _check_arguments(
     sinks: Any,
     forward: Any,
     ddp: Any,
-    shared: Any,
 ) -> None:
     """Type checks of the trainer's arguments, so a wrong one fails here, named."""
     if isinstance(balancer, type):
@@ -454,12 +457,6 @@ def _check_arguments(
         )
     if not isinstance(ddp, bool | Mapping):
         raise TypeError(f"`ddp` must be a bool or a dict of DDP options; got {describe(ddp)}")
-    if shared is not None:
-        if isinstance(shared, Tensor) or not isinstance(shared, Iterable):
-            raise TypeError(f"`shared` must be a list of parameters; got {describe(shared)}")
-        for tensor in shared:
-            if not isinstance(tensor, Tensor):
-                raise TypeError(f"each of `shared` must be a parameter; got {describe(tensor)}")
 
 
 def _check_device(device: Any) -> torch.device:
