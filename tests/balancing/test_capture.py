@@ -193,7 +193,7 @@ def test_a_zero_weight_reads_zero_and_the_hooks_last_one_pass() -> None:
     (own,) = torch.autograd.grad(losses[1], z, retain_graph=True)
     torch.testing.assert_close(norms, torch.stack([torch.tensor(0.0), own.norm()]))
     (losses[0] + losses[1]).backward()  # after the pass: nothing is read any more
-    assert [len(parts) for parts in capture._squares] == [1, 1]
+    assert [len(parts) for parts in capture._parts] == [1, 1]
     assert capture.norms() is norms
 
 

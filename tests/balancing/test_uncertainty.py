@@ -99,26 +99,18 @@ def test_init_first_starts_at_the_equilibrium() -> None:
 def test_the_host_arithmetic_matches_the_tensor_code(monkeypatch: pytest.MonkeyPatch) -> None:
     # On the CPU the weights and the log-variance term's gradient are worked out on Python
     # floats; accelerators run the tensor code. Same weights, log-variance gradients, model
-    # gradients and objective value, with Adam moving s between steps, a classification loss,
-    # a lower bound, a maximized loss and a loss exactly at its bound.
+    # gradients, with Adam moving s between steps, a classification loss, a lower bound, a
+    # maximized loss and a loss exactly at its bound. (On the host the term's gradient is
+    # written in closed form: its value is never built.)
     generator = torch.Generator().manual_seed(0)
     series = 0.5 + 3.0 * torch.rand(6, 3, generator=generator)
     series[3, 2] = -1.0  # at the bound of "c"
     fixed = {"a": 1.0, "b": -2.0, "c": 0.5}
 
-    def run(host: bool) -> tuple[list[torch.Tensor], list[torch.Tensor], list[float]]:
+    def run(host: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         with monkeypatch.context() as patch:
             if not host:
                 patch.setattr(Uncertainty, "_on_host", lambda self, values: False)
-            extras: list[float] = []
-            real = Uncertainty.extra_loss
-
-            def spy(self: Uncertainty, ctx: object) -> torch.Tensor:
-                term = real(self, ctx)  # type: ignore[arg-type]
-                extras.append(float(term.detach()))
-                return term
-
-            patch.setattr(Uncertainty, "extra_loss", spy)
             balancer = Uncertainty(classification=["a"], lower_bound={"c": -1.0})
             w = torch.nn.Parameter(torch.tensor(1.0))
             optimizer = None
@@ -134,13 +126,12 @@ def test_the_host_arithmetic_matches_the_tensor_code(monkeypatch: pytest.MonkeyP
                 grads_seen.append(torch.cat([w.grad.reshape(1), balancer.log_vars.grad]))
                 optimizer.step()
                 optimizer.zero_grad()
-            return weights, grads_seen, extras
+            return weights, grads_seen
 
     host = run(host=True)
     tensor = run(host=False)
     torch.testing.assert_close(host[0], tensor[0], rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(host[1], tensor[1], rtol=1e-5, atol=1e-6)
-    assert host[2] == pytest.approx(tensor[2], rel=1e-5)
 
 
 def test_init_first_on_the_host_path(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -164,26 +155,31 @@ def test_init_first_on_the_host_path(monkeypatch: pytest.MonkeyPatch) -> None:
     assert host_grad.abs().max() < 1e-7
 
 
-def test_the_host_term_is_one_product_in_the_backward_pass() -> None:
+def test_a_watched_host_term_is_one_product_in_the_backward_pass() -> None:
+    # With a hook on the log-variances their gradient goes through autograd (the hook must see
+    # it): from the slopes worked out on floats, a single dot product.
     balancer = Uncertainty()
     w = torch.nn.Parameter(torch.tensor(1.0))
     balancer.backward({"a": 2.0 * w, "b": w})
+    balancer.log_vars.register_hook(lambda grad: grad)
     ctx_values = torch.tensor([2.0, 1.0])
 
     class _Ctx:  # what extra_loss reads
         values = ctx_values
         weights = torch.tensor([1.0, 1.0])
+        gradient_scale = 1.0
 
         def value_floats(self) -> list[float]:
             return ctx_values.tolist()
 
     term = balancer.extra_loss(_Ctx())  # type: ignore[arg-type]
+    assert isinstance(term, torch.Tensor)
     nodes, stack = [], [term.grad_fn]
     while stack:  # every node of the term's graph
         node = stack.pop()
         nodes.append(node.name())
         stack.extend(child for child, _ in node.next_functions if child is not None)
-    assert sorted(nodes) == ["AddBackward0", "DotBackward0", "torch::autograd::AccumulateGrad"]
+    assert sorted(nodes) == ["DotBackward0", "torch::autograd::AccumulateGrad"]
     (slope,) = torch.autograd.grad(term, balancer.log_vars)
     expected = 0.5 - 0.5 * torch.exp(-balancer.log_vars.detach()) * ctx_values
     torch.testing.assert_close(slope, expected)

@@ -19,6 +19,7 @@ from torch import Tensor
 
 __all__ = [
     "Array",
+    "add_to_grad",
     "arange",
     "copy",
     "eye",
@@ -119,3 +120,22 @@ def write_floats(array: np.ndarray, values: list[float]) -> None:
     """
     for index, value in enumerate(values):
         array[index] = value
+
+
+def add_to_grad(parameter: Tensor, values: list[float]) -> None:
+    """``parameter.grad += values`` for a small CPU parameter (a new ``.grad`` if it has none),
+    as autograd's accumulation would leave it: for a gradient computed in closed form.
+
+    Example:
+        >>> weights = torch.nn.Parameter(torch.ones(2))
+        >>> add_to_grad(weights, [0.5, -1.0])
+        >>> add_to_grad(weights, [0.5, 0.0])
+        >>> weights.grad
+        tensor([ 1., -1.])
+    """
+    grad = parameter.grad
+    new = torch.tensor(values, dtype=parameter.dtype).view(parameter.shape)
+    if grad is None:
+        parameter.grad = new
+    else:
+        grad.add_(new)

@@ -42,9 +42,11 @@ class NormCapture:
     def __init__(self, rows: int, nodes: dict[Any, list[tuple[int, int]]]) -> None:
         self.rows = rows
         self._nodes = nodes  # node -> [(operand position, owning row)]
-        self._squares: list[list[Tensor]] = [[] for _ in range(rows)]
+        # The squared norm of each gradient read, by row: one operation per read.
+        self._parts: list[list[Tensor]] = [[] for _ in range(rows)]
         self._pending: dict[int, list[Tensor]] = {}  # rows read at several edges: summed first
         self._norms: Tensor | None = None
+        self._floats: list[float] | None = None  # the norms, where finished on the host
         self._multi = {
             row
             for row in range(rows)
@@ -60,7 +62,7 @@ class NormCapture:
                 if row in self._multi:
                     self._pending.setdefault(row, []).append(grad.detach())
                 else:  # the usual case: no copy of the gradient is kept
-                    self._squares[row].append(_squared_norm(grad))
+                    self._parts[row].append(_square(grad))
 
         return read
 
@@ -76,26 +78,28 @@ class NormCapture:
                 handle.remove()
         self._finish(coefficients, scale)
 
-    @torch.no_grad()
     def _finish(self, coefficients: Tensor, scale: float | Tensor) -> None:
+        # No grad mode to enter: the gradients read carry no graph (no create_graph).
         for row, grads in self._pending.items():
             total = grads[0]
             for grad in grads[1:]:
                 total = total + grad
-            self._squares[row].append(_squared_norm(total))
+            self._parts[row].append(_square(total))
         self._pending.clear()
         device = coefficients.device
         if _on_host(device, scale):
             factor = abs(float(scale))
             norms = []
-            for parts, coefficient in zip(self._squares, coefficients.tolist(), strict=True):
+            for parts, coefficient in zip(self._parts, coefficients.tolist(), strict=True):
                 weight = abs(coefficient) * factor
                 square = sum(float(part) for part in parts)
                 norms.append(math.sqrt(square) / weight if weight > 0 else 0.0)
-            self._norms = torch.tensor(norms, dtype=torch.float32)
+            self._floats = norms
             return
         zero = torch.zeros((), dtype=torch.float32, device=device)
-        squares = torch.stack([sum(parts, zero) if parts else zero for parts in self._squares])
+        squares = torch.stack(
+            [sum((part.to(torch.float32) for part in parts), zero) for parts in self._parts]
+        )
         weights = coefficients.detach().to(torch.float32).abs()
         if not is_unit_scale(scale):
             weights = weights * (scale.abs() if isinstance(scale, Tensor) else abs(scale))
@@ -106,11 +110,20 @@ class NormCapture:
     def norms(self) -> Tensor:
         """``(T,)`` float32 norms of the raw losses' gradients at ``z``."""
         if self._norms is None:
-            raise RuntimeError(
-                "the gradient norms at the representation are read during the backward pass; "
-                "they were asked for before it ran"
-            )
+            if self._floats is None:
+                raise RuntimeError(
+                    "the gradient norms at the representation are read during the backward "
+                    "pass; they were asked for before it ran"
+                )
+            self._norms = torch.tensor(self._floats, dtype=torch.float32)
         return self._norms
+
+    def norm_floats(self) -> list[float]:
+        """:meth:`norms` as Python floats (read for free where they were finished on the
+        host, the CPU; read back from the device otherwise)."""
+        if self._floats is None:
+            self._floats = self.norms().tolist()
+        return self._floats
 
 
 def _on_host(device: torch.device, scale: float | Tensor) -> bool:
@@ -119,12 +132,17 @@ def _on_host(device: torch.device, scale: float | Tensor) -> bool:
     return device.type == "cpu" and not (isinstance(scale, Tensor) and scale.device != device)
 
 
-def _squared_norm(grad: Tensor) -> Tensor:
-    """``||grad||^2`` in float32, accumulated in float32 at least (float64 stays float64 until
-    the end: ``vector_norm`` refuses to narrow)."""
+def _square(grad: Tensor) -> Tensor:
+    """``||grad||^2`` in one operation: a BLAS dot product in float32 and float64 (cheaper
+    than ``vector_norm``); half precision accumulated in float32 (``vector_norm`` with a wider
+    dtype, then squared)."""
+    grad = grad.detach()
+    if grad.dtype in (torch.float32, torch.float64) and grad.is_contiguous():
+        flat = grad.view(-1)
+        return torch.dot(flat, flat)
     low = grad.dtype in (torch.float16, torch.bfloat16)
-    norm: Tensor = torch.linalg.vector_norm(grad.detach(), dtype=torch.float32 if low else None)
-    return norm.square().to(torch.float32)
+    norm: Tensor = torch.linalg.vector_norm(grad, dtype=torch.float32 if low else None)
+    return norm.square()
 
 
 def find_capture(

@@ -571,6 +571,32 @@ class BalanceContext:
         scales = self.objective_scales.abs()
         return lambda: capture.norms() * scales
 
+    def norm_floats_after_backward(self) -> Callable[[], list[float]] | None:
+        """:meth:`norms_after_backward` as Python floats, for a method whose state lives on
+        the host: on the CPU the norms are finished as floats and read for free (elsewhere
+        the function reads them back from the device)."""
+        capture = self._session.norm_capture()
+        if capture is None:
+            return None
+        scales = [abs(scale) for scale in self._objective_scale_floats()]
+        return lambda: [n * s for n, s in zip(capture.norm_floats(), scales, strict=True)]
+
+    def _objective_scale_floats(self) -> list[float]:
+        """:attr:`objective_scales` as floats, without the tensor products."""
+        weights = self.weights.tolist()
+        if self._loss_scales is None:
+            return weights
+        scales = self._loss_scales.tolist()
+        return [w * s for w, s in zip(weights, scales, strict=True)]
+
+    @property
+    def gradient_scale(self) -> float | Tensor:
+        """What every gradient this call writes is multiplied by: ``scale`` of
+        :meth:`Balancer.apply` (1 / accumulation times the AMP loss scale). A method that writes
+        its own parameters' gradients itself (a ``Plan.extra`` function that returns ``None``)
+        multiplies them by it."""
+        return self._session.scale
+
     def jacobian_of(self, tensors: Sequence[Tensor]) -> Jacobian:
         """Per-loss gradients of the objectives over specific tensors (e.g. the last shared
         layer), reusing the full Jacobian when it was already computed this call."""

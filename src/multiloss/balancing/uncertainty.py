@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from functools import partial
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from multiloss._validation import check_finite_float, describe
-from multiloss.balancing._arrays import floats_on_host, write_floats
+from multiloss.balancing._arrays import add_to_grad, floats_on_host, write_floats
 from multiloss.balancing._checks import bounds_per_loss
+from multiloss.balancing._plan import Extra
 from multiloss.balancing.context import BalanceContext
 from multiloss.balancing.weighting import LossWeighting
 
@@ -193,33 +195,37 @@ class Uncertainty(LossWeighting):
         weights = [c * _exp(-s) for c, s in zip(coefficients, self.log_vars.tolist(), strict=True)]
         return torch.tensor(weights, dtype=torch.float32)
 
-    def extra_loss(self, ctx: BalanceContext) -> Tensor:
+    def extra_loss(self, ctx: BalanceContext) -> Extra:
         floats = ctx.value_floats()
         if self._on_host(floats):
             assert floats is not None
-            return self._extra_host(ctx, floats)
+            slopes = self._slopes(ctx, floats)
+            if self._writes_gradient_itself(ctx, self.log_vars):
+                # The term's gradient in closed form, written after the backward pass: no
+                # term to build, no nodes in the pass (measured: 0.1 ms of an 8 ms step).
+                factor = float(ctx.gradient_scale)
+                return partial(add_to_grad, self.log_vars, [g * factor for g in slopes])
+            # A hook watches the log-variances: autograd writes their gradient, from a dot
+            # product with the same slopes (the term's value up to a constant).
+            return torch.dot(self.log_vars, torch.tensor(slopes, dtype=torch.float32))
         excess = (ctx.values - self._bounds).clamp_min(0.0)
         terms = self._coefficients * torch.exp(-self.log_vars) * excess + 0.5 * self.log_vars
         return (terms * ctx.weights.abs()).sum()
 
-    def _extra_host(self, ctx: BalanceContext, values: list[float]) -> Tensor:
-        """The log-variance term as ``sum_i g_i * s_i + const``: its value and its gradient
-        ``g_i = |w_i| (0.5 - c_i exp(-s_i) (L_i - b_i))`` (what autograd gets from
-        :meth:`extra_loss`'s formula) worked out on floats, so the backward pass runs a dot
-        product and an addition instead of a dozen nodes."""
-        slopes, value = [], 0.0
-        for s, c, loss, bound, weight in zip(
-            self.log_vars.tolist(),
-            self._coefficients.tolist(),
-            values,
-            self._bounds.tolist(),
-            ctx.weights.tolist(),
-            strict=True,
-        ):
-            scaled = c * _exp(-s) * max(loss - bound, 0.0)
-            slopes.append(abs(weight) * (0.5 - scaled))
-            value += abs(weight) * (scaled + 0.5 * s) - slopes[-1] * s
-        return torch.dot(self.log_vars, torch.tensor(slopes, dtype=torch.float32)) + value
+    def _slopes(self, ctx: BalanceContext, values: list[float]) -> list[float]:
+        """The log-variance term's gradient ``g_i = |w_i| (0.5 - c_i exp(-s_i) (L_i - b_i))``
+        (what autograd gets from :meth:`extra_loss`'s formula), on floats."""
+        return [
+            abs(weight) * (0.5 - c * _exp(-s) * max(loss - bound, 0.0))
+            for s, c, loss, bound, weight in zip(
+                self.log_vars.tolist(),
+                self._coefficients.tolist(),
+                values,
+                self._bounds.tolist(),
+                ctx.weights.tolist(),
+                strict=True,
+            )
+        ]
 
     def state_diagnostics(self) -> dict[str, Tensor | float]:
         if self._names is None:

@@ -12,9 +12,10 @@ from abc import abstractmethod
 
 from torch import Tensor
 
+from multiloss.balancing._arrays import floats_on_host
 from multiloss.balancing._plan import Extra, Plan
 from multiloss.balancing.base import Balancer
-from multiloss.balancing.context import BalanceContext
+from multiloss.balancing.context import BalanceContext, _watched
 
 __all__ = ["LossWeighting"]
 
@@ -49,6 +50,20 @@ class LossWeighting(Balancer):
         """A loss on this balancer's own parameters, or None (or a function that builds it
         after the backward pass, see :class:`Plan`)."""
         return None
+
+    def _writes_gradient_itself(self, ctx: BalanceContext, parameter: Tensor) -> bool:
+        """Whether ``parameter``'s gradient (a small state on the host) may be written in
+        closed form, by a ``Plan.extra`` function that returns ``None``, instead of built as a
+        loss and differentiated: in float32 on the CPU, and nothing watches how its ``.grad``
+        is written (hooks; DDP never owns a balancer's parameters). Saves the tensor
+        arithmetic of the term and the backward nodes it adds to the pass."""
+        scale = ctx.gradient_scale
+        return (
+            floats_on_host(parameter)
+            and parameter.requires_grad
+            and not _watched((parameter,))
+            and not (isinstance(scale, Tensor) and scale.device.type != "cpu")
+        )
 
     def plan(self, ctx: BalanceContext) -> Plan:
         factors = self.factors(ctx).detach()
