@@ -43,7 +43,10 @@ class Plan:
             (Uncertainty's log-variance term, GradNorm's weight loss); added to the backward.
             Or a function returning that scalar (or ``None``), called after the ordinary
             backward pass and differentiated on its own: for a term built from what that
-            pass computed (loss-weighting plans only).
+            pass computed (loss-weighting plans only). A function that returns ``None`` may
+            have written its parameters' gradient itself, in closed form, multiplied by
+            ``ctx.gradient_scale`` and added to ``.grad`` as autograd would (GradNorm and
+            Uncertainty on the CPU).
         reported: ``(T,)`` weights reported to the trainer and the logs (default: the
             coefficients of ``shared_update`` if given, else ``loss_weights``).
 
