@@ -180,7 +180,8 @@ class GradNorm(LossWeighting):
     def extra_loss(self, ctx: BalanceContext) -> Extra | None:
         if ctx.num_losses < 2:
             return None  # a single weight is renormalized to 1: nothing to learn
-        values = ctx.value_floats() if self._writes_gradient_itself(ctx, self.weights) else None
+        host = self._on_host() and self._writes_gradient_itself(ctx, self.weights)
+        values = ctx.value_floats() if host else None
         if values is not None:
             # On the host, L_grad's gradient in closed form, written after the backward pass:
             # no tensor arithmetic and no backward pass of its own (about 0.3 ms of a 9 ms
