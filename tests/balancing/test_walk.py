@@ -26,6 +26,24 @@ def test_edges_into_z_and_their_owners() -> None:
     assert edges_into(losses, z.detach()) is None  # z made by no operation
 
 
+def test_edges_into_one_output_of_an_operation() -> None:
+    # z is one output of chunk: reads of its sibling are not edges into z, and the walk never
+    # goes below the operation that made z (a trunk of 2000 nodes would pass any limit).
+    torch.manual_seed(0)
+    trunk = nn.Linear(3, 4)
+    z, side = trunk(torch.randn(5, 3)).chunk(2, dim=1)
+    head = nn.Linear(2, 1)
+    p = nn.Parameter(torch.tensor(1.0))
+    roots = [head(z).sum() + side.sum(), side.mean(), p, z.sum()]
+    edges = edges_into(roots, z, limit=12)
+    assert edges is not None
+    assert sorted(edges.values()) == [0, 3]  # type: ignore[type-var]
+    kinds = {type(node).__name__: position for node, position in edges}
+    assert kinds == {"AddmmBackward0": 1, "SumBackward0": 0}  # addmm(bias, z, W^T)
+    # A root that is z's own operation (z used as a loss through its sibling) adds nothing.
+    assert edges_into([side.sum(), z], z) == {}
+
+
 def test_leaves_owners_and_other_outputs() -> None:
     torch.manual_seed(0)
     trunk = nn.Linear(3, 4)

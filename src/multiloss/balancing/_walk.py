@@ -1,11 +1,12 @@
 """Walks of the autograd graph from the losses down to the representation ``z``.
 
-Three questions about the graph above ``z`` share one walk: which operations read ``z`` and for
-which loss (GradNorm's norms read during the backward pass, ``_capture``; heads kept factored,
-``_factored``), which leaves the losses reach without passing through ``z`` and whether any
+Three questions about the graph above ``z``: which operations read ``z`` and for which loss
+(GradNorm's norms read during the backward pass, ``_capture``; heads kept factored,
+``_factored``), which leaves the losses reach without passing through ``z``, and whether any
 operation there serves two losses (the heads' gradients from the per-loss passes, ``_heads``).
 Each walk records who reached what: an operation or edge reached by two owners is marked
-shared.
+shared. The first question runs every step and needs neither leaves nor owners of operations,
+so :func:`edges_into` walks on its own, leaner loop; :class:`GraphWalk` answers the others.
 """
 
 from __future__ import annotations
@@ -108,13 +109,47 @@ def edges_into(
     deep trunk, would otherwise each walk the trunk below them again. ``None`` if ``z`` is not
     produced by an operation, or the walk passes ``limit`` nodes.
     """
-    if z.grad_fn is None:
+    node = z.grad_fn
+    if node is None:
         return None
-    walk = GraphWalk(z, limit=limit, other_outputs=False)
+    slot = z.output_nr
+    edges: Edges = {}
+    budget = limit
     count = len(roots) if grouped_from is None else grouped_from
-    for index, root in enumerate(roots[:count]):
-        if not walk.run([root], index):
+    groups = [[root] for root in roots[:count]]
+    if roots[count:]:
+        groups.append(list(roots[count:]))
+    for owner, group in enumerate(groups):
+        budget = _walk_edges(group, node, slot, owner, edges, budget)
+        if budget < 0:
             return None
-    if roots[count:] and not walk.run(list(roots[count:]), count):
-        return None
-    return walk.edges
+    return edges
+
+
+def _walk_edges(
+    roots: Sequence[Tensor], node: Any, slot: int, owner: int, edges: Edges, budget: int
+) -> int:
+    """One owner's walk for :func:`edges_into`: records the edges into ``(node, slot)``;
+    returns the budget left (negative: past the limit). :class:`GraphWalk` without what this
+    question does not need (leaves, owners of operations): the walk runs every step for
+    GradNorm's norms at ``z`` and the factored heads, where it was 17 to 37 us of the step."""
+    seen: set[Any] = set()
+    stack = [root.grad_fn for root in roots if root.grad_fn is not None]
+    while stack:
+        current = stack.pop()
+        if current in seen or current is node:
+            continue
+        seen.add(current)
+        budget -= 1
+        if budget < 0:
+            return budget
+        # An AccumulateGrad node (a leaf) has no next functions: nothing to skip.
+        for position, (child, output) in enumerate(current.next_functions):
+            if child is node:
+                if output == slot:
+                    key = (current, position)
+                    if edges.setdefault(key, owner) != owner:
+                        edges[key] = None
+            elif child is not None:
+                stack.append(child)
+    return budget
