@@ -579,3 +579,35 @@ def test_value_checks_deferred_on_an_accelerator_are_read_by_the_trainer(
     assert trainer.step == stops_at  # at the first log step after the bad labels, or the end
     assert validation.pending_value_checks() == 0
     assert ended == [False]
+
+
+@pytest.mark.parametrize("grad_diagnostics", [None, True, False])
+def test_gradient_diagnostics_with_a_balancer_can_be_turned_off(
+    grad_diagnostics: bool | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a balancer the ``grad/...`` rows are on by default; ``grad_diagnostics=False``
+    turns them off (no Jacobian asked of the balancer) and keeps its ``balance/...`` rows."""
+    asked: list[bool] = []
+    real = ml.balancing.Balancer.apply
+
+    def spy(self: ml.balancing.Balancer, *args: object, **kwargs: object) -> object:
+        asked.append(bool(kwargs.get("diagnostics")))
+        return real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ml.balancing.Balancer, "apply", spy)
+    model = _MultiHead()
+    trainer = make_trainer(
+        model,
+        balancer=ml.balancing.Uncertainty(balance="task*"),
+        log_every=2,
+        grad_diagnostics=grad_diagnostics,
+    )
+    trainer.fit(regression_batches(count=4), steps=4)
+    rows = trainer.history.train
+    assert [row["step"] for row in rows] == [2, 4]
+    on = grad_diagnostics is not False
+    assert asked == [False, on, False, on]  # at the log period only
+    for row in rows:
+        assert "balance/uncertainty/log_var/task0" in row
+        assert ("grad/norm/task0" in row) == on
+        assert any(key.startswith("grad/") for key in row) == on

@@ -172,7 +172,7 @@ class StepMixin(TrainerState):
                 ),
                 shared=self.shared,
                 representation=book.representation,
-                diagnostics=diagnostics,
+                diagnostics=diagnostics and self.grad_diagnostics,
             )
             count = sum(1 for _ in self.balancer.parameters())
             if count != self._balancer_parameters:

@@ -91,7 +91,9 @@ class Trainer(StepMixin, CheckpointMixin, ReportingMixin):
         val_every: Validation period in steps when ``fit`` gets ``val_data`` (default: after
             every epoch and at the end).
         grad_diagnostics: Log per-loss gradient norms, cosines and shares of the update at the
-            log period (one batched Jacobian per log step). Always on with a balancer.
+            log period (one batched Jacobian per log step). Default: on with a balancer, off
+            without; ``False`` turns them off with a balancer too (its weights and state are
+            still logged).
         shared: The shared parameters for the balancer and diagnostics (default: found
             automatically).
 
@@ -138,7 +140,7 @@ class Trainer(StepMixin, CheckpointMixin, ReportingMixin):
         device: torch.device | str | None = None,
         forward: ForwardFn | None = None,
         val_every: int | None = None,
-        grad_diagnostics: bool = False,
+        grad_diagnostics: bool | None = None,
         shared: Sequence[nn.Parameter] | None = None,
         ddp: bool | Mapping[str, Any] = True,
     ) -> None:
@@ -191,7 +193,9 @@ class Trainer(StepMixin, CheckpointMixin, ReportingMixin):
             None if val_every is None else check_int(val_every, "`val_every`", min_value=1)
         )
         self.grad_diagnostics = (
-            check_bool(grad_diagnostics, "`grad_diagnostics`") or balancer is not None
+            balancer is not None
+            if grad_diagnostics is None
+            else check_bool(grad_diagnostics, "`grad_diagnostics`")
         )
         # The balancer's own check (``apply`` and gradient_diagnostics run it too), read once:
         # a generator such as ``model.trunk.parameters()`` is kept, not used up by the check.
