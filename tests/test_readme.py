@@ -59,3 +59,28 @@ def test_balancing_example_prints_the_weights_it_shows() -> None:
         assert abs(weights[name] - value) < 5e-4  # type: ignore[index]
     trunk = scope["trunk"]
     assert all(p.grad is not None for p in trunk.parameters())  # type: ignore[attr-defined]
+
+
+def test_balancing_page_opening_example_runs() -> None:
+    # docs/balancing.md opens with the balancers in the trainer, on their own, and composed;
+    # it names model, optimizer and losses the reader has: give it two heads on a trunk.
+    page = README.parent / "docs" / "balancing.md"
+    block = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)[0]
+    torch.manual_seed(0)
+    model = torch.nn.ModuleDict(
+        {
+            "trunk": torch.nn.Linear(3, 4),
+            "depth": torch.nn.Linear(4, 1),
+            "seg": torch.nn.Linear(4, 1),
+        }
+    )
+    z = model["trunk"](torch.randn(5, 3))
+    losses = {name: model[name](z).pow(2).mean() for name in ("depth", "seg")}
+    scope: dict[str, object] = {
+        "model": model,
+        "optimizer": torch.optim.SGD(model.parameters(), lr=0.1),
+        "losses": losses,
+    }
+    exec(block, scope)
+    assert set(scope["weights"]) == {"depth", "seg"}  # type: ignore[arg-type]
+    assert all(p.grad is not None for p in model.parameters())
