@@ -26,14 +26,19 @@ def test_edges_into_z_and_their_owners() -> None:
     assert edges_into(losses, z.detach()) is None  # z made by no operation
 
 
-def test_edges_into_one_output_of_an_operation() -> None:
-    # z is one output of chunk: reads of its sibling are not edges into z, and the walk never
-    # goes below the operation that made z (a trunk of 2000 nodes would pass any limit).
+def _chunked() -> tuple[nn.Linear, torch.Tensor, torch.Tensor, nn.Linear, nn.Parameter]:
+    """A trunk whose output is chunked into ``z`` and ``side``, a head for ``z``, and a
+    parameter used as a loss on its own."""
     torch.manual_seed(0)
     trunk = nn.Linear(3, 4)
     z, side = trunk(torch.randn(5, 3)).chunk(2, dim=1)
-    head = nn.Linear(2, 1)
-    p = nn.Parameter(torch.tensor(1.0))
+    return trunk, z, side, nn.Linear(2, 1), nn.Parameter(torch.tensor(1.0))
+
+
+def test_edges_into_one_output_of_an_operation() -> None:
+    # z is one output of chunk: reads of its sibling are not edges into z, and the walk never
+    # goes below the operation that made z (a trunk of 2000 nodes would pass any limit).
+    _, z, side, head, p = _chunked()
     roots = [head(z).sum() + side.sum(), side.mean(), p, z.sum()]
     edges = edges_into(roots, z, limit=12)
     assert edges is not None
@@ -45,11 +50,7 @@ def test_edges_into_one_output_of_an_operation() -> None:
 
 
 def test_leaves_owners_and_other_outputs() -> None:
-    torch.manual_seed(0)
-    trunk = nn.Linear(3, 4)
-    z, side = trunk(torch.randn(5, 3)).chunk(2, dim=1)
-    head = nn.Linear(2, 1)
-    p = nn.Parameter(torch.tensor(1.0))
+    trunk, z, side, head, p = _chunked()
     out = head(z)
     roots = [out.sum() + side.sum(), out.mean(), p]
     # Stopping at the operation that made z: the trunk is never reached.
