@@ -132,7 +132,8 @@ def _walk_edges(
     """One owner's walk for :func:`edges_into`: records the edges into ``(node, slot)``;
     returns the budget left (negative: past the limit). :class:`GraphWalk` without what this
     question does not need (leaves, owners of operations): the walk runs every step for
-    GradNorm's norms at ``z`` and the factored heads, where it was 17 to 37 us of the step."""
+    GradNorm's norms at ``z`` and the factored heads, where :class:`GraphWalk` took 10 to 45 us
+    of the step (T = 2 to 8 on the benchmark trunk; this loop 7 to 30 us)."""
     seen: set[Any] = set()
     stack = [root.grad_fn for root in roots if root.grad_fn is not None]
     while stack:
