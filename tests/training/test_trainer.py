@@ -430,7 +430,12 @@ def test_epochs_over_data_without_length() -> None:
             r"`shared` of Trainer must be a sequence of tensors that require grad; got \[1\] "
             r"\(list\), whose item 0 is 1 \(int\)",
         ),
-        ({"grad_diagnostics": "no"}, TypeError, "`grad_diagnostics` must be a bool; got 'no'"),
+        (
+            {"grad_diagnostics": "no"},
+            TypeError,
+            r"`grad_diagnostics` must be a bool, or None \(on with a balancer, off without\); "
+            "got 'no'",
+        ),
         ({"val_every": 0}, ValueError, "`val_every` must be >= 1; got 0"),
         ({"run_dir": ""}, ValueError, "`run_dir` must name a directory; got ''"),
         ({"run_dir": 123}, TypeError, "`run_dir` must be a path"),

@@ -192,10 +192,13 @@ class Trainer(StepMixin, CheckpointMixin, ReportingMixin):
         self.val_every = (
             None if val_every is None else check_int(val_every, "`val_every`", min_value=1)
         )
+        if grad_diagnostics is not None and not isinstance(grad_diagnostics, bool):
+            raise TypeError(
+                "`grad_diagnostics` must be a bool, or None (on with a balancer, off without); "
+                f"got {describe(grad_diagnostics)}"
+            )
         self.grad_diagnostics = (
-            balancer is not None
-            if grad_diagnostics is None
-            else check_bool(grad_diagnostics, "`grad_diagnostics`")
+            balancer is not None if grad_diagnostics is None else grad_diagnostics
         )
         # The balancer's own check (``apply`` and gradient_diagnostics run it too), read once:
         # a generator such as ``model.trunk.parameters()`` is kept, not used up by the check.
