@@ -34,20 +34,54 @@ from multiloss.balancing.diagnostics import MAX_COSINE_LOSSES, summarize_gradien
 __all__ = ["execute"]
 
 
-def _weighted_total(session: _Session, plan: Plan) -> Tensor:
+def _weighted_roots(session: _Session, plan: Plan) -> tuple[list[Tensor], list[Tensor | None]]:
+    """The roots of one backward pass of ``scale * (sum_i w_i L_i + fixed + extra)``, and the
+    gradient each starts with.
+
+    The weighted sum is never built: the stacked balanced losses start the pass with
+    ``scale * w`` as their gradient, which is what the sum's backward would hand them. The pass
+    then has one node (the stack's) above the losses' graphs instead of three, and the step
+    three small tensor operations fewer: about 45 us of a 6 to 8 ms step on 2 cores, where each
+    small operation costs several times what it does in a loop of its own (the caches are cold
+    after the large products). The fixed losses and a tensor ``extra`` enter as a second root,
+    summed as before. No root: nothing has a graph.
+    """
+    roots: list[Tensor] = []
+    seeds: list[Tensor | None] = []
     stacked = _stack(session.losses)
-    total = (stacked * plan.loss_weights.detach().to(stacked.dtype)).sum()
-    for loss, weight in zip(session.fixed_losses, session.fixed_weights, strict=True):
-        total = total + loss * weight
-    if isinstance(plan.extra, Tensor):
-        total = total + plan.extra
-    if not is_unit_scale(session.scale):
-        total = total * session.scale
-    return total
+    if stacked.requires_grad:  # constant losses contribute nothing, as in plain summation
+        roots.append(stacked)
+        seeds.append(_seed(plan.loss_weights, session.scale, stacked.dtype))
+    rest = _rest_total(session, plan, every_fixed=True)
+    if rest is not None:
+        roots.append(rest)
+        seeds.append(None)
+    return roots, seeds
+
+
+def _seed(weights: Tensor, scale: float | Tensor, dtype: torch.dtype) -> Tensor:
+    """``scale * weights`` in ``dtype``, always a tensor of its own: autograd may hand a seed's
+    storage on as a parameter's ``.grad`` (through a view), so it must never be a tensor that
+    something keeps (the cached fixed weights, the weights reported to the caller)."""
+    weights = weights.detach()
+    if not is_unit_scale(scale):
+        weights = weights * scale
+        return weights if weights.dtype == dtype else weights.to(dtype)
+    return weights.to(dtype) if weights.dtype != dtype else weights.clone()
+
+
+def _weighted_backward(
+    session: _Session, plan: Plan, *, retain_graph: bool, inputs: list[Tensor] | None = None
+) -> None:
+    """One backward pass of ``scale * (sum_i w_i L_i + fixed + extra)`` (see
+    :func:`_weighted_roots`), into ``inputs`` only if given."""
+    roots, seeds = _weighted_roots(session, plan)
+    if roots:
+        torch.autograd.backward(roots, seeds, retain_graph=retain_graph, inputs=inputs)
 
 
 def _weights_as_applied(session: _Session, plan: Plan) -> Tensor:
-    """The balanced losses' weights as :func:`_weighted_total` applies them: rounded to the
+    """The balanced losses' weights as :func:`_weighted_roots` applies them: rounded to the
     losses' dtype (bf16 losses get bf16 weights), then float32."""
     dtypes = {loss.dtype for loss in session.losses}
     dtype = dtypes.pop() if len(dtypes) == 1 else torch.float32
@@ -178,15 +212,12 @@ def execute(
     if session.diagnostics and wants_early:
         diagnostics = _diagnose(session, plan)
     if update is None:
-        total = _weighted_total(session, plan)
         capture = session.capture
         if capture is None:
-            if total.requires_grad:
-                total.backward(retain_graph=retain_graph)
+            _weighted_backward(session, plan, retain_graph=retain_graph)
         else:
             with capture.armed(_weights_as_applied(session, plan), session.scale):
-                if total.requires_grad:
-                    total.backward(retain_graph=retain_graph)
+                _weighted_backward(session, plan, retain_graph=retain_graph)
         if callable(plan.extra):  # built from what the backward pass just computed
             extra = plan.extra()
             if extra is not None and extra.requires_grad:
@@ -215,15 +246,12 @@ def execute(
         if not inputs:
             return diagnostics
         if session.collected is None:
-            total = _weighted_total(session, plan)
-        else:
-            _add_collected(session, plan, session.jacobian("parameters")[1])
-            rest = _rest_total(session, plan)
-            if rest is None:
-                return diagnostics
-            total = rest
-        if total.requires_grad:
-            torch.autograd.backward(total, inputs=inputs, retain_graph=retain_graph)
+            _weighted_backward(session, plan, retain_graph=retain_graph, inputs=inputs)
+            return diagnostics
+        _add_collected(session, plan, session.jacobian("parameters")[1])
+        rest = _rest_total(session, plan)
+        if rest is not None:
+            torch.autograd.backward(rest, inputs=inputs, retain_graph=retain_graph)
         return diagnostics
 
     z = session.require_representation()
@@ -240,14 +268,9 @@ def execute(
                 [rest, z], [torch.ones_like(rest), sent], retain_graph=retain_graph
             )
         return diagnostics
-    total = _weighted_total(session, plan)
+    roots, seeds = _weighted_roots(session, plan)
     correction = _at_representation(session, update, plan.loss_weights)
-    if total.requires_grad:
-        torch.autograd.backward(
-            [total, z], [torch.ones_like(total), correction], retain_graph=retain_graph
-        )
-    else:
-        z.backward(correction, retain_graph=retain_graph)
+    torch.autograd.backward([*roots, z], [*seeds, correction], retain_graph=retain_graph)
     return diagnostics
 
 
