@@ -4,8 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
-from multiloss.balancing._arrays import arange, copy, eye, from_host, namespace, solve, to_host
+from multiloss.balancing._arrays import (
+    arange,
+    copy,
+    eye,
+    float32_tensor,
+    from_host,
+    namespace,
+    solve,
+    to_host,
+)
 
 
 def test_namespace_is_the_module_of_the_array() -> None:
@@ -28,3 +39,14 @@ def test_array_helpers_keep_the_kind_dtype_and_device() -> None:
     assert from_host(host, torch.zeros(1)).dtype == torch.float32
     singular = np.zeros((1, 2, 2))
     np.testing.assert_allclose(solve(singular, np.ones((1, 2, 1))), np.zeros((1, 2, 1)))
+
+
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True, width=64), max_size=9))
+def test_float32_tensor_is_what_torch_tensor_builds(values: list[float]) -> None:
+    built = float32_tensor(values)
+    expected = torch.tensor(values, dtype=torch.float32)
+    assert built.dtype == torch.float32
+    assert built.shape == expected.shape
+    torch.testing.assert_close(built, expected, rtol=0.0, atol=0.0, equal_nan=True)
+    if values:
+        built.add_(1.0)  # its own writable memory

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from multiloss.balancing._arrays import float32_tensor
 from multiloss.balancing._jacobian import is_unit_scale
 from multiloss.balancing._walk import edges_into
 
@@ -115,7 +116,7 @@ class NormCapture:
                     "the gradient norms at the representation are read during the backward "
                     "pass; they were asked for before it ran"
                 )
-            self._norms = torch.tensor(self._floats, dtype=torch.float32)
+            self._norms = float32_tensor(self._floats)
         return self._norms
 
     def norm_floats(self) -> list[float]:

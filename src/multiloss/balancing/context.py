@@ -15,6 +15,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
+from multiloss.balancing._arrays import float32_tensor
 from multiloss.balancing._capture import NormCapture, find_capture
 from multiloss.balancing._distributed import mean_over_ranks, world_size
 from multiloss.balancing._factored import (
@@ -50,7 +51,7 @@ def vector_on(values: Sequence[float], device: torch.device) -> Tensor:
     Method authors use it for per-loss constants computed on the host (schedules, static
     weights): a plain ``torch.tensor(values, device="cuda")`` waits for the device.
     """
-    cpu = torch.tensor(values, dtype=torch.float32)
+    cpu = float32_tensor(values)
     if device.type == "cpu":
         return cpu
     if device.type == "cuda":
@@ -167,7 +168,7 @@ class _Session:
         """``(T,)`` float32 detached raw values of the balanced losses of this process."""
         if self._local is None:
             if self.host_values is not None:  # read already (the finiteness check, CPU)
-                self._local = torch.tensor(self.host_values, dtype=torch.float32)
+                self._local = float32_tensor(self.host_values)
             else:
                 self._local = _stack(self.losses).detach().to(torch.float32)
         return self._local

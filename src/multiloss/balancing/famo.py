@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from multiloss._validation import check_finite_float, check_loss_tensor
-from multiloss.balancing._arrays import float32_list, floats_on_host, write_floats
+from multiloss.balancing._arrays import float32_list, float32_tensor, floats_on_host, write_floats
 from multiloss.balancing._checks import bounds_per_loss
 from multiloss.balancing.context import BalanceContext
 from multiloss.balancing.weighting import LossWeighting
@@ -207,7 +207,7 @@ class FAMO(LossWeighting):
         calls[()] = float(calls) + 1.0
         scaled = [zi / d for zi, d in zip(_softmax(self.logits.tolist()), distances, strict=True)]
         norm = sum(scaled)
-        return torch.tensor([value / norm for value in scaled], dtype=torch.float32)
+        return float32_tensor([value / norm for value in scaled])
 
     @torch.no_grad()
     def on_optimizer_step(self) -> None:

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from multiloss._validation import check_finite_float, describe
-from multiloss.balancing._arrays import add_to_grad, floats_on_host, write_floats
+from multiloss.balancing._arrays import add_to_grad, float32_tensor, floats_on_host, write_floats
 from multiloss.balancing._plan import Extra
 from multiloss.balancing.context import BalanceContext
 from multiloss.balancing.weighting import LossWeighting
@@ -220,9 +220,7 @@ class GradNorm(LossWeighting):
     def _weight_loss(self, values: Tensor, norms: Tensor) -> Tensor:
         """``L_grad``: the distance of each ``G_i`` from its target, the target held constant."""
         if self._on_host() and values.device.type == "cpu" and norms.device.type == "cpu":
-            target = torch.tensor(
-                self._targets(values.tolist(), norms.tolist()), dtype=torch.float32
-            )
+            target = float32_tensor(self._targets(values.tolist(), norms.tolist()))
         else:
             with torch.no_grad():
                 relative = values / self.initial.clamp_min(1e-12)

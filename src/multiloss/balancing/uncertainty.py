@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from multiloss._validation import check_finite_float, describe
-from multiloss.balancing._arrays import add_to_grad, floats_on_host, write_floats
+from multiloss.balancing._arrays import add_to_grad, float32_tensor, floats_on_host, write_floats
 from multiloss.balancing._checks import bounds_per_loss
 from multiloss.balancing._plan import Extra
 from multiloss.balancing.context import BalanceContext
@@ -193,7 +193,7 @@ class Uncertainty(LossWeighting):
             write_floats(self.log_vars.detach().numpy(), equilibrium)
             self.started.fill_(True)
         weights = [c * _exp(-s) for c, s in zip(coefficients, self.log_vars.tolist(), strict=True)]
-        return torch.tensor(weights, dtype=torch.float32)
+        return float32_tensor(weights)
 
     def extra_loss(self, ctx: BalanceContext) -> Extra:
         floats = ctx.value_floats()
