@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
 from multiloss.balancing._arrays import (
+    HostWriter,
     arange,
     copy,
     eye,
@@ -50,3 +52,33 @@ def test_float32_tensor_is_what_torch_tensor_builds(values: list[float]) -> None
     torch.testing.assert_close(built, expected, rtol=0.0, atol=0.0, equal_nan=True)
     if values:
         built.add_(1.0)  # its own writable memory
+
+
+def test_host_writer_follows_a_replaced_or_swapped_tensor() -> None:
+    writer = HostWriter()
+    first = torch.zeros(2)
+    writer.write("state", first, [1.0, 2.0])
+    second = torch.zeros(2)  # the buffer replaced by another tensor under the same name
+    writer.write("state", second, [3.0, 4.0])
+    assert first.tolist() == [1.0, 2.0]
+    assert second.tolist() == [3.0, 4.0]
+    other = torch.zeros(2)
+    torch.utils.swap_tensors(second, other)  # same object, other memory
+    writer.write("state", second, [5.0, 6.0])
+    assert second.tolist() == [5.0, 6.0]
+    assert other.tolist() == [3.0, 4.0]
+    scalar = torch.zeros((), dtype=torch.float64)
+    writer.write("count", scalar, [0.1])
+    assert scalar.item() == 0.1  # float64 kept exactly
+
+
+@pytest.mark.parametrize(
+    ("tensor", "found"),
+    [
+        (torch.zeros(2, dtype=torch.int64), "torch.int64 on cpu"),
+        (torch.zeros(2, 2).t(), "torch.float32 on cpu, not contiguous"),
+    ],
+)
+def test_host_writer_names_a_tensor_it_cannot_write(tensor: torch.Tensor, found: str) -> None:
+    with pytest.raises(ValueError, match=f"'state' is {found}$"):
+        HostWriter().write("state", tensor, [1.0])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import pickle
 import pkgutil
 import re
 from collections.abc import Callable
@@ -402,3 +403,36 @@ def test_rows_kept_as_autograd_returns_them_give_the_copied_update(
     assert_grads_close(grads_k, grads_c, rtol=1e-5, atol=1e-6)
     assert shown_k.keys() == shown_c.keys()
     assert shown_k == pytest.approx(shown_c, rel=1e-4, abs=1e-6)
+
+
+@cases()
+def test_a_copy_or_a_pickle_trains_on_its_own_state(case: BalancerCase) -> None:
+    # Methods on the CPU write their state in place through views of their buffers, kept from
+    # step to step: a copy must write into its own buffers, never into the original's.
+    model = Toy()
+    balancer = case.build()
+    train(balancer, model, steps=3)
+    balancer.zero_grad(set_to_none=True)  # a pickle drops .grad; train() would add to it
+    before = copy.deepcopy(balancer.state_dict())
+    twins = [copy.deepcopy(balancer), pickle.loads(pickle.dumps(balancer))]
+    states = []
+    for twin in twins:
+        same = Toy()
+        same.load_state_dict(model.state_dict())  # its data is the same (a fixed generator)
+        torch.manual_seed(1)
+        train(twin, same, steps=2)
+        states.append(twin.state_dict())
+        _assert_same_state(balancer.state_dict(), before)  # the original is untouched
+    torch.manual_seed(1)
+    train(balancer, model, steps=2)
+    for state in states:
+        _assert_same_state(state, balancer.state_dict())
+
+
+def _assert_same_state(a: dict[str, object], b: dict[str, object]) -> None:
+    assert a.keys() == b.keys()
+    for key, value in a.items():
+        if isinstance(value, torch.Tensor):
+            torch.testing.assert_close(value, b[key], rtol=0.0, atol=0.0)
+        else:
+            assert value == b[key], key

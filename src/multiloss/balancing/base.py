@@ -42,6 +42,7 @@ from multiloss._validation import (
     check_loss_tensor,
     describe,
 )
+from multiloss.balancing._arrays import HostWriter
 from multiloss.balancing._checks import (
     DeferredChecks,
     check_representation,
@@ -162,6 +163,8 @@ class Balancer(nn.Module):
         self._warned_stale = False
         self._own: tuple[tuple[Tensor, ...], tuple[Tensor, ...]] | None = None
         self._device_ok: torch.device | None = None
+        # Writes per-loss state computed on floats into the buffers (methods on the CPU).
+        self._host = HostWriter()
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Host bookkeeping updated at every step skips nn.Module's parameter, buffer and

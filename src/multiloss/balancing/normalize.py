@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from multiloss._validation import check_choice, check_finite_float, check_probability
-from multiloss.balancing._arrays import float32_list, floats_on_host, write_floats
+from multiloss.balancing._arrays import float32_list, float32_tensor, floats_on_host
 from multiloss.balancing._plan import Plan
 from multiloss.balancing.base import Balancer
 from multiloss.balancing.context import BalanceContext
@@ -83,26 +83,29 @@ class Normalize(Wrapper):
 
     def _factors_host(self, values: list[float]) -> Tensor:
         """``1 / m_i`` after this call's update, on Python floats written back into the
-        buffers through NumPy views (each value rounded to float32 where the tensor code
+        buffers through kept memoryviews (each value rounded to float32 where the tensor code
         rounds it)."""
-        mean, decay = self.mean.numpy(), self.decay.numpy()
         magnitude = float32_list([abs(value) for value in values])
+        decay = float(self.decay.item())
         if self.mode == "initial":
-            if float(decay) == 1.0:
-                write_floats(mean, magnitude)
-                decay[()] = 0.0
-            sizes = mean.tolist()
+            if decay == 1.0:
+                self._host.write("mean", self.mean, magnitude)
+                self._host.write("decay", self.decay, [0.0])
+                sizes = magnitude
+            else:
+                sizes = self.mean.tolist()
         else:
             keep, take = self.momentum, 1.0 - self.momentum
-            previous = mean.tolist()
+            previous = self.mean.tolist()
             updated = float32_list(
                 [keep * m + take * a for m, a in zip(previous, magnitude, strict=True)]
             )
-            write_floats(mean, updated)
-            decay[()] = float(decay) * keep
-            correction = float32_list([max(1.0 - float(decay), 1e-12)])[0]
+            self._host.write("mean", self.mean, updated)
+            decay *= keep
+            self._host.write("decay", self.decay, [decay])
+            correction = float32_list([max(1.0 - decay, 1e-12)])[0]
             sizes = float32_list([m / correction for m in updated])
-        return torch.tensor([1.0 / max(size, self.eps) for size in sizes], dtype=torch.float32)
+        return float32_tensor([1.0 / max(size, self.eps) for size in sizes])
 
     @torch.no_grad()
     def _update(self, values: Tensor) -> Tensor:

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from multiloss._validation import check_finite_float, describe
-from multiloss.balancing._arrays import add_to_grad, float32_tensor, floats_on_host, write_floats
+from multiloss.balancing._arrays import add_to_grad, float32_tensor, floats_on_host
 from multiloss.balancing._checks import bounds_per_loss
 from multiloss.balancing._plan import Extra
 from multiloss.balancing.context import BalanceContext
@@ -183,14 +183,14 @@ class Uncertainty(LossWeighting):
 
     @torch.no_grad()
     def _factors_host(self, values: list[float]) -> Tensor:
-        """:meth:`factors` on Python floats, ``init="first"`` written through a NumPy view."""
+        """:meth:`factors` on Python floats, ``init="first"`` written in place."""
         coefficients = self._coefficients.tolist()
         if self.init == "first" and not bool(self.started):
             equilibrium = [
                 math.log(max(value - bound, 1e-12) * c * 2.0)
                 for value, bound, c in zip(values, self._bounds.tolist(), coefficients, strict=True)
             ]
-            write_floats(self.log_vars.detach().numpy(), equilibrium)
+            self._host.write("log_vars", self.log_vars, equilibrium)
             self.started.fill_(True)
         weights = [c * _exp(-s) for c, s in zip(coefficients, self.log_vars.tolist(), strict=True)]
         return float32_tensor(weights)
