@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from multiloss.balancing._jacobian import _stack, is_unit_scale
+from multiloss.balancing._jacobian import is_unit_scale
 from multiloss.balancing._plan import Plan
 from multiloss.balancing.context import _Session, vector_on
 from multiloss.balancing.diagnostics import MAX_COSINE_LOSSES, summarize_gradients
@@ -48,7 +48,7 @@ def _weighted_roots(session: _Session, plan: Plan) -> tuple[list[Tensor], list[T
     """
     roots: list[Tensor] = []
     seeds: list[Tensor | None] = []
-    stacked = _stack(session.losses)
+    stacked = session.stacked()
     if stacked.requires_grad:  # constant losses contribute nothing, as in plain summation
         roots.append(stacked)
         seeds.append(_seed(plan.loss_weights, session.scale, stacked.dtype))

@@ -133,6 +133,7 @@ class _Session:
         self._others: tuple[Tensor, ...] | None = None
         self._values: Tensor | None = None
         self._local: Tensor | None = None
+        self._stacked: Tensor | None = None
         #: The balanced losses' values as floats, where they were read (on the CPU).
         self.host_values: list[float] | None = None
         self._jacobians: dict[str, tuple[Jacobian, list[float]]] = {}
@@ -164,13 +165,20 @@ class _Session:
             return None
         return self.host_values
 
+    def stacked(self) -> Tensor:
+        """``(T,)`` the balanced losses stacked, with their graph (built once per call: the
+        finiteness check reads it, the weighted backward pass starts from it)."""
+        if self._stacked is None:
+            self._stacked = _stack(self.losses)
+        return self._stacked
+
     def local_values(self) -> Tensor:
         """``(T,)`` float32 detached raw values of the balanced losses of this process."""
         if self._local is None:
             if self.host_values is not None:  # read already (the finiteness check, CPU)
                 self._local = float32_tensor(self.host_values)
             else:
-                self._local = _stack(self.losses).detach().to(torch.float32)
+                self._local = self.stacked().detach().to(torch.float32)
         return self._local
 
     # -- graph ------------------------------------------------------------------------------------
