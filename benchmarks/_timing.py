@@ -14,7 +14,15 @@ import statistics
 import time
 from collections.abc import Callable
 
-__all__ = ["KEEP_HEAP_HELP", "interleave", "keep_heap", "per_call", "schedule"]
+__all__ = [
+    "KEEP_HEAP_HELP",
+    "interleave",
+    "interleave_samples",
+    "keep_heap",
+    "paired_ratio",
+    "per_call",
+    "schedule",
+]
 
 KEEP_HEAP_HELP = (
     "keep freed memory in the process (glibc mallopt): no page faults from the allocator "
@@ -88,6 +96,16 @@ def interleave(
     Each variant is a callable that performs one measurement and returns seconds per unit.
     Each round runs every variant once, in an order of its own (:func:`schedule`).
     """
+    samples = interleave_samples(variants, rounds=rounds, warmup=warmup)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def interleave_samples(
+    variants: dict[str, Callable[[], float]], *, rounds: int = 7, warmup: int = 1
+) -> dict[str, list[float]]:
+    """Every round's measurement of each variant, variants in turn (see :func:`interleave`):
+    sample ``k`` of two variants were taken in the same round, close in time, so their ratio
+    compares like with like (:func:`paired_ratio`)."""
     names = list(variants)
     for _ in range(warmup):
         for name in names:
@@ -107,4 +125,15 @@ def interleave(
     finally:
         if enabled:
             gc.enable()
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return samples
+
+
+def paired_ratio(a: list[float], b: list[float]) -> float:
+    """Median over rounds of ``a[k] / b[k]``: a ratio that follows the machine's load from one
+    round to the next, where the ratio of two medians mixes different moments.
+
+    Example:
+        >>> paired_ratio([2.0, 4.0, 2.2], [1.0, 2.0, 1.0])
+        2.0
+    """
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
