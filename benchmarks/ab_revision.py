@@ -115,11 +115,7 @@ def weighting_steps(tasks: int, methods: list[str], old: ModuleType) -> dict[str
 
         return step
 
-    steps: dict[str, Step] = {"baseline": plain, "baseline, again (A/A)": plain}
-    for method in methods:
-        steps[f"rev {method}"] = with_balancer(_make(old, method))
-        steps[f"new {method}"] = with_balancer(_make(here, method))
-    return steps
+    return _side_by_side(plain, with_balancer, methods, old)
 
 
 def gradient_steps(tasks: int, methods: list[str], old: ModuleType) -> dict[str, Step]:
@@ -137,7 +133,17 @@ def gradient_steps(tasks: int, methods: list[str], old: ModuleType) -> dict[str,
 
         return step
 
-    steps: dict[str, Step] = {"baseline": loop, "baseline, again (A/A)": loop}
+    return _side_by_side(loop, with_balancer, methods, old)
+
+
+def _side_by_side(
+    baseline: Step,
+    with_balancer: Callable[[here.Balancer], Step],
+    methods: list[str],
+    old: ModuleType,
+) -> dict[str, Step]:
+    """The baseline twice (the A/A pair), then each method from the revision and the tree."""
+    steps: dict[str, Step] = {"baseline": baseline, "baseline, again (A/A)": baseline}
     for method in methods:
         steps[f"rev {method}"] = with_balancer(_make(old, method))
         steps[f"new {method}"] = with_balancer(_make(here, method))
