@@ -387,8 +387,9 @@ def test_backward_names_itself_in_errors() -> None:
     losses["task0"] = losses["task0"] * float("nan")
     with pytest.raises(FloatingPointError, match=r"loss 'task0' is nan at step 0; Sum wrote"):
         Sum().backward(losses)
-    with pytest.raises(TypeError, match=r"`losses` of Sum\.backward must be a mapping"):
-        Sum().backward([1.0])  # type: ignore[arg-type]
+    for losses_given in ([1.0], lambda module: None):  # a function: nn.Module.apply's argument
+        with pytest.raises(TypeError, match=r"`losses` of Sum\.backward must be a mapping"):
+            Sum().backward(losses_given)  # type: ignore[arg-type]
 
 
 def test_every_non_finite_loss_is_listed() -> None:

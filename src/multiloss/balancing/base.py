@@ -498,11 +498,6 @@ class Balancer(nn.Module):
             weights = getattr(losses, "weights", None)
         if representation is None:
             representation = getattr(losses, "representation", None)
-        if callable(losses) and not isinstance(losses, Mapping):
-            raise TypeError(
-                f"`losses` of {type(self).__name__}.backward must be a mapping of name -> scalar "
-                f"tensor; got {describe(losses)}"
-            )
         used = self._apply_losses(
             losses,
             weights,
@@ -676,9 +671,8 @@ class Balancer(nn.Module):
         return vector
 
     def _select(
-        self, losses: Mapping[str, Tensor], owner: str | None = None
+        self, losses: Mapping[str, Tensor], owner: str
     ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-        owner = owner or f"{type(self).__name__}.apply"
         if not isinstance(losses, Mapping):
             raise TypeError(
                 f"`losses` of {owner} must be a mapping of name -> scalar tensor; got "

@@ -257,7 +257,7 @@ class GradNorm(LossWeighting):
         }
         for kind, values in self._measured.items():
             if isinstance(values, list):  # read at the log period only
-                values = torch.tensor(values, dtype=torch.float32)
+                values = float32_tensor(values)
             out.update({f"{kind}/{name}": values[i] for i, name in enumerate(self._names)})
         return out
 

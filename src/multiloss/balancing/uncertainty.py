@@ -181,7 +181,6 @@ class Uncertainty(LossWeighting):
                 self.started.fill_(True)
         return self._coefficients * torch.exp(-self.log_vars.detach())
 
-    @torch.no_grad()
     def _factors_host(self, values: list[float]) -> Tensor:
         """:meth:`factors` on Python floats, ``init="first"`` written in place."""
         coefficients = self._coefficients.tolist()
@@ -207,7 +206,7 @@ class Uncertainty(LossWeighting):
                 return partial(add_to_grad, self.log_vars, [g * factor for g in slopes])
             # A hook watches the log-variances: autograd writes their gradient, from a dot
             # product with the same slopes (the term's value up to a constant).
-            return torch.dot(self.log_vars, torch.tensor(slopes, dtype=torch.float32))
+            return torch.dot(self.log_vars, float32_tensor(slopes))
         excess = (ctx.values - self._bounds).clamp_min(0.0)
         terms = self._coefficients * torch.exp(-self.log_vars) * excess + 0.5 * self.log_vars
         return (terms * ctx.weights.abs()).sum()
