@@ -91,8 +91,17 @@ def import_revision(rev: str, into: Path) -> ModuleType:
 
 
 def _make(module: ModuleType, method: str) -> here.Balancer:
+    """``method`` from ``module`` (the work tree's balancing package or the revision's), built
+    as ``bench_weighting`` builds it: ``Static`` and ``Scheduled`` take per-loss arguments (the
+    first loss, ``task0``, of both problems)."""
     if method == "GradNorm(representation)":
         return module.GradNorm(layer="representation")  # type: ignore[no-any-return]
+    if method == "Static":
+        return module.Static({"task0": 2.0})  # type: ignore[no-any-return]
+    if method == "Scheduled":  # the schedule from the same package as the balancer
+        package = module.__name__.rpartition(".")[0]
+        cosine = importlib.import_module(f"{package}.schedules").Cosine(1000)
+        return module.Scheduled({"task0": cosine})  # type: ignore[no-any-return]
     return getattr(module, method)()  # type: ignore[no-any-return]
 
 
