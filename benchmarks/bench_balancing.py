@@ -17,11 +17,13 @@ step. Variants, timed in turn (each round in its own shuffled order) in one proc
   cannot come from the per-loss passes);
 * ``torchjd``: ``mtl_backward(losses, features=z)`` then ``jac_to_grad(shared, Aggregator())``.
 
-Times are medians over rounds; peak memory (``--memory``) is measured per variant in a fresh
-process as the growth of the peak resident set over the set-up (model, data, imports) during
-three steps; the ``sum`` row is the reference (CPU; the CUDA allocator's
-peak when on a GPU). ``python benchmarks/bench_balancing.py [--quick] [--memory] [--keep-heap]
-[--heads mlp]``
+Times are medians over rounds. Ratios are medians of per-round ratios (both steps of a ratio
+ran in the same round, close in time: ``_timing.paired_ratio``); the loop runs a second time
+under another name (the A/A row), whose distance from 1 is the noise of the run. Peak memory
+(``--memory``) is measured per variant in a fresh process as the growth of the peak resident
+set over the set-up (model, data, imports) during three steps; the ``sum`` row is the
+reference (CPU; the CUDA allocator's peak when on a GPU).
+``python benchmarks/bench_balancing.py [--quick] [--memory] [--keep-heap] [--heads mlp]``
 (``--keep-heap``: glibc keeps freed memory, see ``_timing.keep_heap``).
 """
 
@@ -32,6 +34,7 @@ import importlib.util
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -48,9 +51,14 @@ from multiloss import balancing as mb
 from multiloss.balancing import context as mb_context
 
 try:  # run as a module of the benchmarks package, or as a script
-    from benchmarks._timing import KEEP_HEAP_HELP, interleave, keep_heap
+    from benchmarks._timing import KEEP_HEAP_HELP, interleave_samples, keep_heap, paired_ratio
 except ImportError:  # pragma: no cover
-    from _timing import KEEP_HEAP_HELP, interleave, keep_heap  # type: ignore[no-redef]
+    from _timing import (  # type: ignore[no-redef]
+        KEEP_HEAP_HELP,
+        interleave_samples,
+        keep_heap,
+        paired_ratio,
+    )
 
 Step = Callable[[], None]
 METHODS = ["UPGrad", "MGDA", "PCGrad", "CAGrad", "IMTL", "NashMTL", "AlignedMTL"]
@@ -198,8 +206,9 @@ def _torchjd():  # type: ignore[no-untyped-def]
     return torchjd
 
 
-def time_steps(steps: dict[str, Step], rounds: int, warmup: int = 2) -> dict[str, float]:
-    """Median seconds per step of each variant; variants in turn, each round shuffled."""
+def time_samples(steps: dict[str, Step], rounds: int, warmup: int = 2) -> dict[str, list[float]]:
+    """Seconds of each round's step of each variant; variants in turn, each round shuffled
+    (sample ``k`` of every variant comes from the same round: see ``paired_ratio``)."""
 
     def timed(step: Step) -> Callable[[], float]:
         def measure() -> float:
@@ -210,7 +219,13 @@ def time_steps(steps: dict[str, Step], rounds: int, warmup: int = 2) -> dict[str
         return measure
 
     timers = {name: timed(step) for name, step in steps.items()}
-    return interleave(timers, rounds=rounds, warmup=warmup)
+    return interleave_samples(timers, rounds=rounds, warmup=warmup)
+
+
+def time_steps(steps: dict[str, Step], rounds: int, warmup: int = 2) -> dict[str, float]:
+    """Median seconds per step of each variant (:func:`time_samples`)."""
+    samples = time_samples(steps, rounds, warmup)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def peak_memory(tasks: int, variant: str, heads: str = "linear") -> float:
@@ -256,6 +271,22 @@ def _measure(tasks: int, variant: str, heads: str = "linear") -> float:
     return _peak_rss_mb() - base
 
 
+AGAIN = "loop, again (A/A)"
+
+
+def _row(
+    base: dict[str, int], key: str, samples: dict[str, list[float]], method: str | None = None
+) -> dict[str, object]:
+    """A variant's median step and its ratios: medians of the per-round ratios to the loop,
+    to ``sum`` and (``method``: ours against torchjd's) to torchjd's step of the same round."""
+    row: dict[str, object] = {**base, "case": key, "ms": 1e3 * statistics.median(samples[key])}
+    row["/ loop"] = paired_ratio(samples[key], samples["loop"])
+    row["/ sum"] = paired_ratio(samples[key], samples["sum"])
+    if method is not None and f"torchjd/{method}" in samples:
+        row["/ torchjd"] = paired_ratio(samples[key], samples[f"torchjd/{method}"])
+    return row
+
+
 def run(
     quick: bool = False,
     memory: bool = False,
@@ -272,24 +303,22 @@ def run(
         problem = Problem(tasks, heads=heads)
         count = rounds or (5 if quick else 15)
         twice = heads != "linear"  # single linear heads keep the older route anyway
-        medians = time_steps(variants(problem, METHODS, True, dense, twice), rounds=count)
+        steps = variants(problem, METHODS, True, dense, twice)
+        steps[AGAIN] = steps["loop"]  # the A/A row: how far it reads from 1 is the noise
+        samples = time_samples(steps, rounds=count)
         base = {"T": tasks}
         for name in ("sum", "loop"):
-            rows.append({**base, "case": name, "ms": 1e3 * medians[name]})
+            rows.append({**base, "case": name, "ms": 1e3 * statistics.median(samples[name])})
+        rows.append(_row(base, AGAIN, samples))
         for name in METHODS:
             for impl in ("ours", "ours-dense", "ours-rep", "ours-rep-twice", "torchjd"):
                 key = f"{impl}/{name}"
-                if key not in medians:
-                    continue
-                row = {**base, "case": key, "ms": 1e3 * medians[key]}
-                row["/ loop"] = medians[key] / medians["loop"]
-                row["/ sum"] = medians[key] / medians["sum"]
-                if impl in ("ours", "ours-dense") and f"torchjd/{name}" in medians:
-                    row["/ torchjd"] = medians[key] / medians[f"torchjd/{name}"]
-                rows.append(row)
+                if key in samples:
+                    against = name if impl in ("ours", "ours-dense") else None  # vs torchjd
+                    rows.append(_row(base, key, samples, against))
         if memory:
             for row in rows:
-                if row["T"] == tasks:
+                if row["T"] == tasks and row["case"] != AGAIN:
                     row["peak MB"] = peak_memory(tasks, row["case"], heads)
     return rows
 

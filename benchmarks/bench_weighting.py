@@ -4,7 +4,8 @@ A shared 3 x 512 MLP trunk with T linear heads (T = 2, 4, 8; batch 256), or with
 a 512-256-1 MLP per task. Each variant does one step: forward, per-task MSE losses, gradients
 into ``.grad`` (``sum(losses).backward()`` for the baseline, ``balancer.apply`` for the rest),
 ``after_optimizer_step``. Variants run round after round in one process, each round in its own
-shuffled order; we report medians and the ratio to the baseline. The baseline also runs a
+shuffled order; we report medians, and ratios as medians of the per-round ratios (both steps of
+a ratio ran in the same round). The baseline also runs a
 second time under another name (the A/A row): how far its ratio is from 1 is the noise of the
 run. Target: within 1.05x of Sum for every loss-weighting method, held against plain
 summation (the stricter reading); the ratio to the ``Sum()`` balancer is printed too. GradNorm
@@ -20,6 +21,7 @@ a pass of their own.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import warnings
 from collections.abc import Callable
@@ -49,13 +51,20 @@ from multiloss.balancing import context as context_module  # noqa: E402
 from multiloss.schedules import Cosine  # noqa: E402
 
 try:  # run as a module of the benchmarks package, or as a script
-    from benchmarks._timing import KEEP_HEAP_HELP, interleave, keep_heap, per_call
+    from benchmarks._timing import (
+        KEEP_HEAP_HELP,
+        interleave_samples,
+        keep_heap,
+        paired_ratio,
+        per_call,
+    )
     from benchmarks.bench_balancing import make_head
 except ImportError:  # pragma: no cover
     from _timing import (  # type: ignore[no-redef,import-not-found]
         KEEP_HEAP_HELP,
-        interleave,
+        interleave_samples,
         keep_heap,
+        paired_ratio,
         per_call,
     )
     from bench_balancing import make_head  # type: ignore[no-redef,import-not-found]
@@ -140,19 +149,21 @@ def _measure(tasks: int, quick: bool, heads: str = "linear") -> list[dict[str, o
     timers: dict[str, Callable[[], float]] = {
         name: partial(per_call, step, number=1) for name, step in variants.items()
     }
-    times = interleave(timers, rounds=8 if quick else 120, warmup=2)
-    base = times["sum(losses).backward()"]
+    samples = interleave_samples(timers, rounds=8 if quick else 120, warmup=2)
+    base = samples["sum(losses).backward()"]
+    # Ratios are medians of per-round ratios: both steps of a ratio ran in the same round,
+    # close in time, which a ratio of two medians does not know (see _timing.paired_ratio).
     return [
         {
             "case": f"T={tasks} {name}",
-            "ms": 1e3 * seconds,
-            "ratio": seconds / base,
+            "ms": 1e3 * statistics.median(values),
+            "ratio": paired_ratio(values, base),
             # The same against the Sum() balancer: what a method costs beyond the library's
             # own fixed work per call (the target above is held against plain summation).
-            "ratio to Sum()": seconds / times["Sum"],
+            "ratio to Sum()": paired_ratio(values, samples["Sum"]),
             "target": _target(name),
         }
-        for name, seconds in times.items()
+        for name, values in samples.items()
     ]
 
 
