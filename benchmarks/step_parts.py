@@ -7,6 +7,10 @@ whole steps of ``sum``, ``loop`` and the chosen method interleaved, printing the
 each stage per step (a stage's time includes the stages it calls).
 
     PYTHONPATH=src:. python benchmarks/step_parts.py --tasks 2 --method UPGrad [--rep] [--keep-heap]
+
+A loss-weighting method (a name of ``bench_weighting.METHODS``: ``FAMO``,
+``"GradNorm(representation)"``...) runs on ``bench_weighting``'s problem instead, against plain
+summation and the ``Sum()`` balancer, with the stages of ``apply`` and ``after_optimizer_step``.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -27,11 +32,13 @@ import multiloss.balancing.context as context_module
 from multiloss import balancing
 
 try:  # run as a module of the benchmarks package, or as a script
-    from benchmarks._timing import KEEP_HEAP_HELP, keep_heap
+    from benchmarks._timing import KEEP_HEAP_HELP, keep_heap, paired_ratio
     from benchmarks.bench_balancing import Problem, variants
+    from benchmarks.bench_weighting import BATCH, METHODS, WIDTH, Trunk
 except ImportError:  # pragma: no cover
-    from _timing import KEEP_HEAP_HELP, keep_heap  # type: ignore[no-redef]
+    from _timing import KEEP_HEAP_HELP, keep_heap, paired_ratio  # type: ignore[no-redef]
     from bench_balancing import Problem, variants  # type: ignore[no-redef]
+    from bench_weighting import BATCH, METHODS, WIDTH, Trunk  # type: ignore[no-redef]
 
 _spent: defaultdict[str, float] = defaultdict(float)
 
@@ -66,11 +73,48 @@ def _instrument(problem: Problem, method: str) -> None:
     _wrap(execute_module, "execute", "execute (update, backward)")
 
 
+def _weighting_steps(tasks: int, method: str) -> dict[str, Callable[[], None]]:
+    """Plain summation, ``Sum()`` and ``method`` on ``bench_weighting``'s problem, with the
+    stages of a loss-weighting step timed."""
+    model = Trunk(tasks)
+    x, y = torch.randn(BATCH, WIDTH), torch.randn(BATCH, tasks)
+    names = [f"task{k}" for k in range(tasks)]
+    _wrap(model, "losses", "forward")
+    _wrap(torch.autograd, "backward", "backward pass")
+    _wrap(base_module.Balancer, "_check_finite", "  finiteness check")
+    _wrap(base_module.Balancer, "plan_for", "  plan (the method's weights)")
+    _wrap(base_module, "execute", "  execute (backward pass, and what the method adds)")
+    _wrap(base_module.Balancer, "apply", "apply (all of it)")
+    _wrap(base_module.Balancer, "after_optimizer_step", "after_optimizer_step")
+
+    def plain() -> None:
+        model.zero_grad(set_to_none=True)
+        losses, _ = model.losses(x, y)
+        sum(losses.values()).backward()  # type: ignore[union-attr]
+
+    def with_balancer(balancer: balancing.Balancer) -> Callable[[], None]:
+        def step() -> None:
+            model.zero_grad(set_to_none=True)
+            losses, z = model.losses(x, y)
+            balancer.apply(losses, representation=z)
+            balancer.after_optimizer_step()
+
+        return step
+
+    return {
+        "sum": plain,
+        "Sum()": with_balancer(METHODS["Sum"](names)),
+        method: with_balancer(METHODS[method](names)),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=2)
     parser.add_argument("--method", default="UPGrad")
-    parser.add_argument("--rep", action="store_true", help="the representation level")
+    parser.add_argument(
+        "--rep", action="store_true", help="the representation level (gradient-level methods)"
+    )
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--keep-heap", action="store_true", help=KEEP_HEAP_HELP)
@@ -78,11 +122,16 @@ def main() -> None:
     if args.keep_heap and not keep_heap():
         print("--keep-heap: not glibc, ignored")
     torch.set_num_threads(args.threads)
-    problem = Problem(args.tasks)
-    ours = f"ours{'-rep' if args.rep else ''}/{args.method}"
-    steps = variants(problem, [args.method], torchjd=False)
-    chosen: dict[str, Callable[[], None]] = {k: steps[k] for k in ("sum", "loop", ours)}
-    _instrument(problem, args.method)
+    chosen: dict[str, Callable[[], None]]
+    if args.method in METHODS:
+        warnings.filterwarnings("ignore", message="the parameters of .* receive gradients")
+        chosen = _weighting_steps(args.tasks, args.method)
+    else:
+        problem = Problem(args.tasks)
+        ours = f"ours{'-rep' if args.rep else ''}/{args.method}"
+        steps = variants(problem, [args.method], torchjd=False)
+        chosen = {k: steps[k] for k in ("sum", "loop", ours)}
+        _instrument(problem, args.method)
     for step in chosen.values():  # warm-up
         step()
     samples: defaultdict[str, list[float]] = defaultdict(list)
@@ -100,7 +149,11 @@ def main() -> None:
     print(f"T = {args.tasks}, medians over {args.rounds} rounds, ms per step\n")
     print("| variant: stage | ms |\n|---|---|")
     for key, values in samples.items():
-        print(f"| {key} | {1e3 * statistics.median(values):.2f} |")
+        print(f"| {key} | {1e3 * statistics.median(values):.3f} |")
+    print()
+    first, *others = chosen  # "sum": each step against the plain step of the same round
+    for name in others:
+        print(f"{name} / {first}: {paired_ratio(samples[name], samples[first]):.3f} (paired)")
 
 
 if __name__ == "__main__":
