@@ -6,16 +6,29 @@ github.com/AvivNavon/nash-mtl ``methods/weight_methods.py`` (``NashMTL``: ``max_
 ``update_weights_every=1``, ``optim_niter=20``, Gram matrix divided by its Frobenius norm,
 weights warm-started from the previous step, shared gradient clipped to norm ``max_norm``).
 
-The weights ``alpha > 0`` solve ``G alpha = 1 / alpha`` (elementwise). The official code
-approaches that with up to 20 rounds of a convex-concave procedure, each a cvxpy/ECOS solve.
-Here the same equation is solved without any external solver: it is the stationarity condition
-of the strictly convex, self-concordant function ``f(alpha) = alpha^T G alpha / 2 -
-sum(log alpha)``, minimized by damped Newton steps ``alpha += d / (1 + lambda)`` (``lambda``
-the Newton decrement), which keep ``alpha > 0`` without a line search and converge
-quadratically once ``lambda < 1/4`` (Nesterov, *Lectures on Convex Optimization*, Sec. 5.2).
-A ridge of ``1e-12`` (relative) keeps the problem solvable when the gradients are linearly
-dependent with a positive combination summing to zero (then no bargaining solution exists and
-the official solver fails and keeps its previous weights).
+The weights ``alpha > 0`` solve ``G alpha = 1 / alpha`` (elementwise) on the Gram matrix ``G``
+of the gradients as they are. The official code divides ``G`` by its Frobenius norm ``N`` for
+its solver and puts ``N`` back in the constraint (``-log(alpha_i N) - log((G / N alpha)_i) <=
+0``), so its weights solve the equation on ``G`` itself; the update ``J^T alpha`` then has norm
+``sqrt(T)`` (``alpha^T G alpha = sum_i alpha_i (G alpha)_i = T``) whatever the gradients'
+scale, and ``max_norm`` clips it. It approaches the solution with up to 20 rounds of a
+convex-concave procedure, each a cvxpy/ECOS solve.
+
+Here the equation is solved without any external solver. It is invariant to scaling each
+gradient (``g_i -> s_i g_i`` gives ``alpha_i -> alpha_i / s_i``), so it is solved on the
+cosines ``C = D G D`` (``D = diag(G)^(-1/2)``, unit diagonal), then ``alpha = D beta``: well
+scaled whatever the gradients' norms (dividing by ``N`` alone leaves a gradient of norm 1e-3
+next to one of 1e3 with a diagonal entry of 1e-12, the size of a ridge, and from ones the
+iterations need more than 20 steps). ``C beta = 1 / beta`` is the stationarity condition of
+the strictly convex, self-concordant function ``f(beta) = beta^T C beta / 2 - sum(log beta)``,
+minimized by damped Newton steps ``beta += d / (1 + lambda)`` (``lambda`` the Newton
+decrement), which keep ``beta > 0`` without a line search and converge quadratically once
+``lambda < 1/4`` (Nesterov, *Lectures on Convex Optimization*, Sec. 5.2). Without a warm start
+they begin at ``beta = 1``, the solution when the gradients are orthogonal (``alpha_i = 1 /
+||g_i||``). A ridge of ``1e-12`` (on the unit diagonal) keeps the problem solvable when the
+gradients are linearly dependent with a positive combination summing to zero (then no
+bargaining solution exists and the official solver fails and keeps its previous weights); a
+zero gradient gets a large finite weight, which moves nothing.
 """
 
 from __future__ import annotations
@@ -54,29 +67,33 @@ def nash_weights(
     max_iter: int = 20,
     tol: float = 1e-10,
 ) -> tuple[Tensor, Tensor]:
-    """Solve ``K alpha = 1 / alpha`` for ``K = G / ||G||_F`` (the official normalization).
+    """Solve ``G alpha = 1 / alpha`` (elementwise, ``alpha > 0``), as the official code does.
+
+    The iterations run on the cosines ``C = D G D``, ``D = diag(G)^(-1/2)`` (see the module's
+    docstring), whose solution ``beta`` gives ``alpha = D beta``.
 
     Args:
         gram: ``G = J J^T``, shape (T, T).
-        start: Warm start (T,), e.g. the previous step's solution; default ones (official).
-            Non-finite or non-positive entries are replaced by 1.
+        start: Warm start (T,), e.g. the previous step's solution. Default (and for
+            non-finite or non-positive entries): ``1 / sqrt(diag G)``, the solution for
+            orthogonal gradients.
         max_iter: Newton iteration budget (20, as the official ``optim_niter``).
         tol: Stop once the Newton decrement (the affine-invariant distance to the solution,
             about the relative error of ``alpha``) is below this.
 
     Returns:
-        ``(alpha, iterations)``: weights (T,) for the normalized Gram matrix, in the dtype of
-        ``gram`` (the update before clipping is ``J^T alpha``), and the Newton iterations used.
+        ``(alpha, iterations)``: weights (T,) in the dtype of ``gram`` (the update before
+        clipping is ``J^T alpha``, of norm ``sqrt(T)``), and the Newton iterations used.
 
     Example:
         >>> import torch
         >>> g = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
         >>> gram = g @ g.T
         >>> alpha, _ = nash_weights(gram)
-        >>> alpha  # orthogonal gradients: alpha_i = 1 / sqrt(K_ii), K = G / ||G||_F
-        tensor([2.0305, 1.0153])
-        >>> (gram @ alpha) * alpha / torch.linalg.matrix_norm(gram)  # K alpha = 1 / alpha
-        tensor([1.0000, 1.0000])
+        >>> alpha  # orthogonal gradients: alpha_i = 1 / ||g_i||
+        tensor([1.0000, 0.5000])
+        >>> (gram @ alpha) * alpha  # G alpha = 1 / alpha
+        tensor([1., 1.])
     """
     check_gram(gram, "NashMTL")
     entries = pair_entries(gram)
@@ -88,17 +105,18 @@ def nash_weights(
         work = solver_matrix(gram, host=host)
         xp = namespace(work)
         work = 0.5 * (work + work.T)
-        norm = xp.linalg.matrix_norm(work)
-        work = work / xp.where(norm > 0, norm, 1.0)
+        diagonal = xp.linalg.diagonal(work)
+        norms = xp.sqrt(xp.where(diagonal > 0, diagonal, 1.0))  # D^-1 (1 for a zero gradient)
+        work = work / (norms[:, None] * norms[None, :])
         identity = eye(t, like=work)
         work = work + _RIDGE * identity
         # Rounding of a float32 Gram matrix can leave it slightly indefinite: shift by the
         # size of that rounding, but only then (see ``normalize_gram`` for why not always).
         rounding = t * torch.finfo(gram.dtype).eps
         work = work + xp.where(not_positive_definite(work), rounding, 0.0) * identity
-        alpha = xp.ones_like(work[0])
+        alpha = xp.ones_like(work[0])  # beta, in C's units until the end
         if start is not None:
-            guess = to_host(start) if host else start.to(alpha)
+            guess = (to_host(start) if host else start.to(alpha)) * norms
             alpha = xp.where(xp.isfinite(guess) & (guess > 0), guess, alpha)
         iterations = xp.sum(alpha < 0)  # 0, as a 0-dim integer array of the right kind
         readable = host or can_read(gram)
@@ -114,7 +132,7 @@ def nash_weights(
             alpha = xp.where(going, alpha + damping * step, alpha)
             if readable and not bool(going):
                 break
-        return from_host(alpha, gram), torch.as_tensor(iterations, device=gram.device)
+        return from_host(alpha / norms, gram), torch.as_tensor(iterations, device=gram.device)
 
 
 def _pair_weights(
@@ -129,15 +147,14 @@ def _pair_weights(
     2 x 2 Newton system by Cramer's rule)."""
     a, b, c, d = entries
     b = 0.5 * (b + c)
-    norm = math.sqrt(a * a + 2 * b * b + d * d)
-    if norm > 0:
-        a, b, d = a / norm, b / norm, d / norm
+    na, nd = math.sqrt(a) if a > 0 else 1.0, math.sqrt(d) if d > 0 else 1.0  # D^-1
+    a, b, d = a / (na * na), b / (na * nd), d / (nd * nd)
     a, d = repair_pair(a + _RIDGE, b, d + _RIDGE, dtype)
-    x, y = 1.0, 1.0
+    x, y = 1.0, 1.0  # beta, in C's units until the end
     if start is not None and start.shape == (2,):
-        guess = start.detach().to(torch.float64).tolist()
-        x = guess[0] if math.isfinite(guess[0]) and guess[0] > 0 else 1.0
-        y = guess[1] if math.isfinite(guess[1]) and guess[1] > 0 else 1.0
+        first, second = start.detach().to(torch.float64).tolist()
+        x = first * na if math.isfinite(first) and first > 0 else 1.0
+        y = second * nd if math.isfinite(second) and second > 0 else 1.0
     iterations = 0
     for _ in range(max_iter):
         gx, gy = a * x + b * y - 1.0 / x, b * x + d * y - 1.0 / y
@@ -150,7 +167,7 @@ def _pair_weights(
         iterations += 1
         damping = 1.0 if decrement < 0.25 else 1.0 / (1.0 + decrement)
         x, y = x + damping * sx, y + damping * sy
-    return torch.tensor([x, y], dtype=dtype), torch.tensor(iterations)
+    return torch.tensor([x / na, y / nd], dtype=dtype), torch.tensor(iterations)
 
 
 class NashMTL(GradientBalancer):
@@ -172,10 +189,16 @@ class NashMTL(GradientBalancer):
     Example:
         >>> import torch
         >>> w = torch.nn.Parameter(torch.tensor([1.0, 1.0]))
-        >>> losses = {"a": w @ torch.tensor([0.1, 0.0]), "b": w @ torch.tensor([0.0, 0.2])}
-        >>> weights = NashMTL().backward(losses)
-        >>> w.grad  # alpha = (2.03, 1.02) = 1 / sqrt(diag(G) / ||G||_F): equal projections
-        tensor([0.2031, 0.2031])
+        >>> def losses():
+        ...     return {"a": w @ torch.tensor([0.1, 0.0]), "b": w @ torch.tensor([0.0, 0.2])}
+        >>> NashMTL(max_norm=0.0).backward(losses())  # orthogonal: alpha_i = 1 / ||g_i||
+        {'a': 10.0, 'b': 5.0}
+        >>> w.grad  # equal projections, of norm sqrt(T) whatever the gradients' scale
+        tensor([1., 1.])
+        >>> w.grad = None
+        >>> _ = NashMTL().backward(losses())  # max_norm=1.0 (official): clipped to norm 1
+        >>> w.grad
+        tensor([0.7071, 0.7071])
     """
 
     per_loss_state = True
@@ -198,7 +221,8 @@ class NashMTL(GradientBalancer):
         self.setup_known_names()
 
     def setup_state(self, names: tuple[str, ...], device: torch.device) -> None:
-        self.register_buffer("alpha", torch.ones(len(names), device=device))
+        # 0 until the first step: no warm start (nash_weights then starts at 1 / ||g_i||).
+        self.register_buffer("alpha", torch.zeros(len(names), device=device))
         self.register_buffer("iterations", torch.zeros((), dtype=torch.long, device=device))
 
     def weigh(self, gramian: Tensor, ctx: BalanceContext) -> Tensor:
