@@ -59,6 +59,32 @@ def test_degenerate_gradients_stay_finite() -> None:
     assert torch.isfinite(imtl_weights(torch.zeros(3, 3))).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("tasks", [2, 3, 5])
+def test_a_zero_gradient_gets_weight_0_and_the_others_imtl_of_the_rest(
+    tasks: int, dtype: torch.dtype
+) -> None:
+    # A loss weighted 0 this step has a zero gradient. Its norm was read after the repair
+    # shift of the singular Gram matrix (sqrt(T eps)), and through G^-1 it took nearly all
+    # the weight: the update shrank to about 1e-3 of IMTL-G's on the other gradients.
+    g = torch.randn(tasks, 7, generator=torch.Generator().manual_seed(tasks), dtype=dtype)
+    g[1] = 0
+    alpha = imtl_weights(g @ g.T)
+    rest = [k for k in range(tasks) if k != 1]
+    assert float(alpha[1]) == 0.0
+    expected = imtl_weights(g[rest] @ g[rest].T) if len(rest) > 1 else torch.ones(1, dtype=dtype)
+    torch.testing.assert_close(alpha[rest], expected, rtol=1e-5, atol=1e-7)
+
+
+def test_a_loss_weighted_0_leaves_the_update_of_the_others() -> None:
+    rows = torch.randn(3, 7, generator=torch.Generator().manual_seed(0))
+    p = torch.nn.Parameter(torch.zeros(7))
+    IMTL().backward({f"l{k}": rows[k] @ p for k in range(3)}, shared=[p], weights={"l1": 0.0})
+    q = torch.nn.Parameter(torch.zeros(7))
+    IMTL().backward({"l0": rows[0] @ q, "l2": rows[2] @ q}, shared=[q])
+    torch.testing.assert_close(p.grad, q.grad)
+
+
 def test_weights_may_be_negative() -> None:
     # g3 is nearly g1 + g2: equal projections need a negative weight on it.
     g = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, 0.1]])

@@ -27,7 +27,9 @@ from multiloss.balancing._linalg import (
     check_gram,
     normalize_gram,
     on_host,
-    pair_on_host,
+    pair_entries,
+    repair_pair,
+    solver_matrix,
     solver_scope,
 )
 from multiloss.balancing._plan import Level
@@ -58,16 +60,25 @@ def imtl_weights(gram: Tensor) -> Tensor:
         True
     """
     check_gram(gram, "IMTL")
-    pair = pair_on_host(gram)
-    if pair is not None:
-        return _pair_weights(pair, gram)
+    entries = pair_entries(gram)
+    if entries is not None:
+        return _pair_weights(entries, gram)
     host = on_host(gram)  # on the CPU the small solve runs in NumPy (see _linalg.py)
     with solver_scope(gram.device):
         t = gram.shape[0]
-        work, _ = normalize_gram(gram, host=host)
+        work, trace = normalize_gram(gram, host=host)
         xp = namespace(work)
-        norms = xp.sqrt(xp.clip(xp.linalg.diagonal(work), 0, None))
-        v = solve(work + _RIDGE * eye(t, like=work), norms)
+        # The norms come from the diagonal before normalize_gram's repair shift: a zero
+        # gradient (a loss weighted 0 this step) would otherwise get the shift's root as its
+        # norm, and through G^-1 nearly all the weight, leaving almost no update.
+        unshifted = xp.linalg.diagonal(solver_matrix(gram, host=host))
+        norms = xp.sqrt(xp.clip(unshifted / xp.where(trace > 0, trace, 1.0), 0, None))
+        # A zero gradient takes no part: its row and column of the system are the identity's,
+        # so its weight is its norm, 0, and the others' are IMTL-G's of the other gradients.
+        zero = norms <= 0
+        identity = eye(t, like=work)
+        work = xp.where(zero[:, None] | zero[None, :], identity, work)
+        v = solve(work + _RIDGE * identity, norms)
         total = xp.sum(v)
         # All gradients zero: nothing to balance, report the plain average.
         safe = xp.where(xp.abs(total) > 0, total, 1.0)
@@ -75,12 +86,18 @@ def imtl_weights(gram: Tensor) -> Tensor:
         return from_host(alpha, gram)
 
 
-def _pair_weights(pair: tuple[float, float, float], like: Tensor) -> Tensor:
-    """:func:`imtl_weights` for two losses on the host (``pair``: the normalized Gram matrix
-    ``[[a, b], [b, d]]``, see :func:`pair_on_host`), on Python floats: the 2 x 2 solve by
-    Cramer's rule, whose determinant cancels in ``v / sum(v)``."""
-    a, b, d = pair
-    n0, n1 = math.sqrt(max(a, 0.0)), math.sqrt(max(d, 0.0))
+def _pair_weights(entries: tuple[float, float, float, float], like: Tensor) -> Tensor:
+    """:func:`imtl_weights` for two losses on the host (``entries``: the Gram matrix's, see
+    :func:`pair_entries`), on Python floats: the 2 x 2 solve by Cramer's rule, whose
+    determinant cancels in ``v / sum(v)``. A zero gradient gets weight 0 (both zero: 1/2)."""
+    a, b, c, d = entries
+    if not (a > 0 and d > 0):
+        alpha = [0.5, 0.5] if a <= 0 and d <= 0 else [float(a > 0), float(d > 0)]
+        return torch.tensor(alpha, dtype=like.dtype)
+    b, trace = 0.5 * (b + c), a + d
+    a, b, d = a / trace, b / trace, d / trace
+    n0, n1 = math.sqrt(a), math.sqrt(d)  # before the repair shift, as in the general route
+    a, d = repair_pair(a, b, d, like.dtype)
     v0 = (d + _RIDGE) * n0 - b * n1
     v1 = (a + _RIDGE) * n1 - b * n0
     total = v0 + v1
