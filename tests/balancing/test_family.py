@@ -436,3 +436,40 @@ def _assert_same_state(a: dict[str, object], b: dict[str, object]) -> None:
             torch.testing.assert_close(value, b[key], rtol=0.0, atol=0.0)
         else:
             assert value == b[key], key
+
+
+def _backward_steps(
+    balancer: torch.nn.Module, model: Toy, optimizer: torch.optim.Optimizer, steps: range
+) -> list[dict[str, float]]:
+    """Steps driven by ``backward()`` (which commits the previous optimizer step itself),
+    seeded per step for the methods that draw random numbers."""
+    used = []
+    for step in steps:
+        optimizer.zero_grad(set_to_none=True)
+        torch.manual_seed(step)
+        used.append(balancer.backward(model.losses(), representation=model.z))
+        balancer.add_parameters_to(optimizer)  # per-loss parameters exist after the first call
+        optimizer.step()
+    return used
+
+
+@cases()
+def test_a_state_dict_taken_between_backward_calls_resumes_exactly(case: BalancerCase) -> None:
+    # backward() commits an optimizer step at the next call; a checkpoint taken in between
+    # must carry that, or the resumed balancer skips it (FAMO's logits, DWA's window,
+    # GradNorm's renormalization, Scheduled's step count fell one behind).
+    model, balancer = Toy(), case.build()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-2)
+    _backward_steps(balancer, model, optimizer, range(3))
+    saved = copy.deepcopy((model.state_dict(), balancer.state_dict(), optimizer.state_dict()))
+    expected = _backward_steps(balancer, model, optimizer, range(3, 6))
+
+    resumed_model, resumed = Toy(), case.build()
+    resumed_model.load_state_dict(saved[0])
+    resumed.load_state_dict(saved[1])
+    resumed_optimizer = torch.optim.SGD(resumed_model.parameters(), lr=1e-2)
+    resumed.add_parameters_to(resumed_optimizer)
+    resumed_optimizer.load_state_dict(saved[2])
+    got = _backward_steps(resumed, resumed_model, resumed_optimizer, range(3, 6))
+    for step_got, step_expected in zip(got, expected, strict=True):
+        assert step_got == pytest.approx(step_expected, rel=1e-6, abs=1e-7)

@@ -762,6 +762,9 @@ class Balancer(nn.Module):
         return {
             "names": None if self._names is None else list(self._names),
             "steps": self._steps_taken,
+            # backward() commits an optimizer step at its next call: a checkpoint taken in
+            # between carries it, or the resumed balancer would skip that step's update.
+            "pending_step": self._pending_step,
         }
 
     def set_extra_state(self, state: Any) -> None:
@@ -771,6 +774,7 @@ class Balancer(nn.Module):
             )
         names = state.get("names")
         self._steps_taken = int(state.get("steps", 0))
+        self._pending_step = bool(state.get("pending_step", False))
         if names is not None:
             self._ensure_state(tuple(names), self._state_device())
 
