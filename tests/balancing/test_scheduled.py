@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import pytest
 import torch
 
-from multiloss.balancing import BalanceContext, Plan, Scheduled, Static, Sum
-from multiloss.schedules import Constant, Cosine, LinearWarmup, StepDecay
+from multiloss.balancing import DWA, FAMO, BalanceContext, Balancer, Plan, Scheduled, Static, Sum
+from multiloss.schedules import Constant, Cosine, Lambda, LinearWarmup, StepDecay
 from tests.balancing.properties import Toy, run
 from tests.balancing.test_gradient import COEFFICIENTS, Fixed
 
@@ -73,3 +76,30 @@ def test_bad_arguments() -> None:
 def test_repr() -> None:
     text = repr(Scheduled({"kl": Cosine(100)}))
     assert text.startswith("Scheduled(\n  weights={'kl': Cosine(steps=100")
+
+
+@pytest.mark.parametrize("make", [FAMO, lambda: DWA(window=1)], ids=["famo", "dwa"])
+def test_a_step_the_inner_balancer_skips_leaves_its_state_as_if_it_never_happened(
+    make: Callable[[], Balancer],
+) -> None:
+    # With the ramp at 0 the inner balancer is not called, but its after_optimizer_step is:
+    # it committed a mean of no losses (0), and FAMO then took log 0 (a crash), DWA a ratio
+    # over 0 (a weight of 0).
+    w = torch.nn.Parameter(torch.tensor(1.0))
+
+    def losses(t: int) -> dict[str, torch.Tensor]:
+        return {"a": (5.0 - 0.3 * t) * w, "b": (2.0 - 0.01 * t) * w}
+
+    inner = make()
+    scheduled = Scheduled(inner, warmup=Lambda(lambda step: 0.0 if step == 2 else 1.0))
+    alone = make()
+    for t in range(6):
+        used = scheduled.backward(losses(t))
+        assert all(math.isfinite(v) and v > 0 for v in used.values())
+        if t != 2:
+            alone.backward(losses(t))
+    scheduled.after_optimizer_step()
+    alone.after_optimizer_step()
+    for key, value in alone.state_dict().items():
+        if isinstance(value, torch.Tensor):
+            torch.testing.assert_close(inner.state_dict()[key], value, msg=key)

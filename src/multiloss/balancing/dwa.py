@@ -24,7 +24,10 @@ class DWA(LossWeighting):
     (eq. 1, and ``model_segnet_mtan.py`` of the official MTAN code) uses epoch means, weights 1
     for the first two epochs, and temperature 2. The balancer protocol has no epochs, so a period
     here is ``window`` optimizer steps (set it to your steps per epoch to match the paper
-    exactly); Nash-MTL's re-implementation uses windows of 25 iterations, our default.
+    exactly; default 25). Nash-MTL's re-implementation differs: it compares the means of the
+    two halves of a sliding window of the last 50 iterations, updated every iteration. A step
+    in which this balancer was not called (inside ``Scheduled`` with a ramp at 0) does not
+    count towards a window: it saw no losses.
 
     Weights sum to the number of losses (equal to Sum while the ratios are equal). Statistics are
     accumulated on the device and committed in ``after_optimizer_step``: nothing syncs.
@@ -61,6 +64,7 @@ class DWA(LossWeighting):
         self.window = check_int(window, "`window` of DWA", min_value=1)
         self._steps_in_window = 0
         self._periods = 0
+        self._called = False  # called since the last optimizer step
         # Per-loss buffers, created by setup_state at the first call (or now, see below).
         self.weights: Tensor
         self.previous: Tensor
@@ -82,12 +86,14 @@ class DWA(LossWeighting):
         with torch.no_grad():
             self.total.add_(ctx.values)
             self.calls.add_(1.0)
+        self._called = True
         return self.weights.clone()
 
     @torch.no_grad()
     def on_optimizer_step(self) -> None:
-        if self._names is None:
-            return
+        if self._names is None or not self._called:
+            return  # no losses seen this step: a window of none would read as a mean of 0
+        self._called = False
         self._steps_in_window += 1
         if self._steps_in_window < self.window:
             return
@@ -104,13 +110,16 @@ class DWA(LossWeighting):
 
     def get_extra_state(self) -> dict[str, Any]:
         state = super().get_extra_state()
-        state.update(steps_in_window=self._steps_in_window, periods=self._periods)
+        state.update(
+            steps_in_window=self._steps_in_window, periods=self._periods, called=self._called
+        )
         return state
 
     def set_extra_state(self, state: Any) -> None:
         super().set_extra_state(state)
         self._steps_in_window = int(state.get("steps_in_window", 0))
         self._periods = int(state.get("periods", 0))
+        self._called = bool(state.get("called", False))
 
     def state_diagnostics(self) -> dict[str, Tensor | float]:
         if self._names is None:

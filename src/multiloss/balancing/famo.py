@@ -87,6 +87,7 @@ class FAMO(LossWeighting):
         self._adam_steps = 0
         self._have_previous = False  # a finished step whose loss the next one compares with
         self._stepped = False  # an optimizer step happened since the last call
+        self._called = False  # called since the last optimizer step
         # Per-loss buffers, created by setup_state at the first call (or now, see below).
         self.logits: Tensor
         self.exp_avg: Tensor
@@ -178,6 +179,7 @@ class FAMO(LossWeighting):
             return self._factors_host(floats)
         if self._on_host() and ctx.values.device.type == "cpu":
             return self._factors_host(ctx.values.tolist())
+        self._called = True
         distances = self._distances(ctx.values).clamp_min(_EPS)
         if self._stepped and self._have_previous:
             self._update_logits(distances)
@@ -200,6 +202,7 @@ class FAMO(LossWeighting):
         if self._stepped and self._have_previous:
             self._update_logits_host(distances)
         self._stepped = False
+        self._called = True
         total = [t + d for t, d in zip(self.total.tolist(), distances, strict=True)]
         self._host.write("total", self.total, total)
         self._host.write("calls", self.calls, [self.calls.item() + 1.0])
@@ -209,8 +212,11 @@ class FAMO(LossWeighting):
 
     @torch.no_grad()
     def on_optimizer_step(self) -> None:
-        if self._names is None:
+        if self._names is None or not self._called:
+            # No losses seen this step (inside Scheduled with a ramp at 0): the last step
+            # that saw some stays "before", instead of a mean of none (0, and log 0 next).
             return
+        self._called = False
         if self._on_host():
             total = self.total.tolist()
             count = max(self.calls.item(), 1.0)
@@ -247,7 +253,10 @@ class FAMO(LossWeighting):
     def get_extra_state(self) -> dict[str, Any]:
         state = super().get_extra_state()
         state.update(
-            adam_steps=self._adam_steps, have_previous=self._have_previous, stepped=self._stepped
+            adam_steps=self._adam_steps,
+            have_previous=self._have_previous,
+            stepped=self._stepped,
+            called=self._called,
         )
         return state
 
@@ -256,6 +265,7 @@ class FAMO(LossWeighting):
         self._adam_steps = int(state.get("adam_steps", 0))
         self._have_previous = bool(state.get("have_previous", False))
         self._stepped = bool(state.get("stepped", False))
+        self._called = bool(state.get("called", False))
 
     def state_diagnostics(self) -> dict[str, Tensor | float]:
         if self._names is None:
