@@ -1,4 +1,4 @@
-"""Random loss weighting: on the simplex, fresh each call, reproducible under a seed."""
+"""Random loss weighting: on the simplex, fresh each optimizer step, reproducible under a seed."""
 
 from __future__ import annotations
 
@@ -27,6 +27,20 @@ def test_softmax_of_a_standard_normal_draw() -> None:
     torch.manual_seed(3)
     expected = torch.softmax(torch.randn(2), dim=0)
     assert [used["a"], used["b"]] == pytest.approx(expected.tolist())
+
+
+def test_the_micro_batches_of_a_step_share_one_draw() -> None:
+    # Drawn per micro-batch, an accumulated step's effective weights averaged k draws: their
+    # spread shrank by about sqrt(k) and the method drifted towards Sum / T.
+    w = torch.nn.Parameter(torch.tensor(1.0))
+    balancer = RLW()
+    steps = []
+    for _ in range(3):
+        micro = [balancer.apply({"a": 2 * w, "b": w}) for _ in range(4)]
+        assert all(float(m["a"]) == float(micro[0]["a"]) for m in micro)
+        steps.append(float(micro[0]["a"]))
+        balancer.after_optimizer_step()
+    assert len(set(steps)) == 3  # a new draw after each optimizer step
 
 
 def test_bad_distribution() -> None:

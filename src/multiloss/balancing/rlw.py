@@ -19,7 +19,11 @@ _DISTRIBUTIONS = ("normal", "uniform", "dirichlet")
 
 
 class RLW(LossWeighting):
-    """Fresh random weights at every call, on the simplex (they sum to 1).
+    """Fresh random weights at every optimizer step, on the simplex (they sum to 1).
+
+    The micro-batches of an accumulated step share one draw, as one backward pass of the
+    whole batch would (LibMTL draws once per update); drawn per micro-batch, the step's
+    effective weights would average ``k`` draws and shrink towards ``1/T`` each.
 
     The default, ``softmax`` of standard-normal samples, is the paper's main variant and the one
     in the authors' LibMTL. ``"uniform"`` applies the softmax to U(0, 1) samples and
@@ -46,16 +50,25 @@ class RLW(LossWeighting):
     ) -> None:
         super().__init__(balance=balance)
         self.distribution = check_choice(distribution, "`distribution` of RLW", _DISTRIBUTIONS)
+        self._draw: Tensor | None = None  # this optimizer step's weights, once drawn
 
     def factors(self, ctx: BalanceContext) -> Tensor:
-        count = ctx.num_losses
+        draw = self._draw
+        if draw is None or draw.shape != (ctx.num_losses,) or draw.device != ctx.device:
+            draw = self._draw = self._sample(ctx.num_losses, ctx.device)
+        return draw
+
+    def on_optimizer_step(self) -> None:
+        self._draw = None
+
+    def _sample(self, count: int, device: torch.device) -> Tensor:
         if self.distribution == "dirichlet":
-            ones = torch.ones(count, device=ctx.device)
+            ones = torch.ones(count, device=device)
             return torch.distributions.Dirichlet(ones).sample()
         if self.distribution == "uniform":
-            draws = torch.rand(count, device=ctx.device)
+            draws = torch.rand(count, device=device)
         else:
-            draws = torch.randn(count, device=ctx.device)
+            draws = torch.randn(count, device=device)
         return torch.softmax(draws, dim=0)
 
     def hyperparameters(self) -> dict[str, Any]:
