@@ -41,11 +41,25 @@ def test_non_positive_loss_poisons_the_loss_normalization() -> None:
     assert not torch.isfinite(w).all()
 
 
-def test_negative_loss_with_loss_normalization_stops_with_a_clear_error() -> None:
+@pytest.mark.parametrize("value", [-1.0, 0.0])  # 0 would be divided by too
+def test_non_positive_loss_with_loss_normalization_stops_with_a_clear_error(value: float) -> None:
     p = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
-    losses = {"a": p.sum(), "b": -(p**2).sum()}
-    with pytest.raises(ValueError, match="MGDA needs every balanced loss to stay at or above"):
+    losses = {"a": p.sum(), "b": (p - p.detach()).sum() + value}
+    with pytest.raises(ValueError, match=r"MGDA needs every balanced loss to stay above its lower"):
         MGDA(normalization="loss+").backward(losses)
+
+
+@pytest.mark.parametrize("normalization", ["l2", "loss", "loss+"])
+def test_the_exact_solver_is_used_with_a_normalization_too(normalization: str) -> None:
+    # It was ignored there: Frank-Wolfe ran, to its tolerance, whatever `solver` said.
+    g = torch.randn(4, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    values = torch.tensor([1.0, 2.0, 0.5, 3.0], dtype=torch.float64)
+    w, _ = mgda_weights(g @ g.T, values, normalization=normalization, solver="exact")
+    scale = g.norm(dim=1) if normalization == "l2" else values
+    if normalization == "loss+":
+        scale = values * g.norm(dim=1)
+    reference, _ = mgda_weights((g / scale[:, None]) @ (g / scale[:, None]).T, solver="exact")
+    torch.testing.assert_close(w, reference, rtol=1e-9, atol=1e-12)
 
 
 def test_loss_normalization_needs_the_losses() -> None:

@@ -593,12 +593,19 @@ class Balancer(nn.Module):
         return plan
 
     def require_at_least(
-        self, ctx: BalanceContext, bounds: Tensor | float, why: str, advice: str | None = None
+        self,
+        ctx: BalanceContext,
+        bounds: Tensor | float,
+        why: str,
+        advice: str | None = None,
+        *,
+        strict: bool = False,
     ) -> None:
         """Stop (now on CPU, at the next check elsewhere) if a balanced loss is below ``bounds``.
 
         ``advice``: what the user can do, ending the message. Default: pass ``lower_bound=``
         where this balancer takes one, else keep the loss non-negative or leave it out.
+        ``strict``: the loss must stay above the bound (a method that divides by it).
         """
 
         def message(below: list[bool]) -> str:
@@ -625,8 +632,9 @@ class Balancer(nn.Module):
                 )
                 if low
             ]
+            where = "above" if strict else "at or above"
             return (
-                f"{type(self).__name__} needs every balanced loss to stay at or above its lower "
+                f"{type(self).__name__} needs every balanced loss to stay {where} its lower "
                 f"bound ({why}); at step {ctx.step}: {', '.join(bad)}. {told}"
             )
 
@@ -641,11 +649,14 @@ class Balancer(nn.Module):
                 limits = [float(bounds)] * len(ctx.names)
             if floats is None:
                 floats = ctx.values.tolist()
-            below = [value < limit for value, limit in zip(floats, limits, strict=True)]
+            below = [
+                value <= limit if strict else value < limit
+                for value, limit in zip(floats, limits, strict=True)
+            ]
             if any(below):
                 raise ValueError(message(below))
             return
-        flags = ctx.values < bounds
+        flags = ctx.values <= bounds if strict else ctx.values < bounds
         self._checks.add("below_bound", flags.any(), lambda: message(flags.tolist()))
 
     def describe_state(self) -> str:

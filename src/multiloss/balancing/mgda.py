@@ -85,7 +85,7 @@ def mgda_weights(
         scale = torch.where(values > 0, scale, torch.nan)
         scale = torch.where((scale == 0) & (values > 0), torch.ones_like(scale), scale)
     normalized = gram / (scale[:, None] * scale[None, :])
-    weights, iterations = min_norm_weights(torch.nan_to_num(normalized), max_iter=max_iter, tol=tol)
+    weights, iterations = solve(torch.nan_to_num(normalized))
     return torch.where(torch.isfinite(scale).all(), weights, torch.nan), iterations
 
 
@@ -149,7 +149,8 @@ class MGDA(GradientBalancer):
                 0.0,
                 f"MGDA's {self.normalization!r} normalization divides by the loss",
                 "Use `normalization='l2'` or 'none' (they do not divide by the loss), shift the "
-                "loss by a constant so it never goes below 0, or leave it out of `balance=`",
+                "loss by a constant so it stays above 0, or leave it out of `balance=`",
+                strict=True,  # a loss of 0 would be divided by
             )
         weights, self._iterations = mgda_weights(
             gramian,
