@@ -106,7 +106,9 @@ def cagrad_solve(
         # combination of the gradients vanishes: the point is Pareto-stationary, the direction
         # of g_w is undefined, and lambda = radius / ||g_w|| would blow up the weights (their
         # float32 combination would cancel catastrophically). The correction term is dropped
-        # (update = the mean gradient); torchjd uses the same 1e-4 threshold.
+        # (update = the mean gradient). The official code always keeps it (lambda = c /
+        # (||g_w|| + 1e-8)); torchjd has a threshold of the same size (norm_eps = 1e-4) below
+        # which its weights are all 0 (no update at all).
         usable = gw_norm > 1e-4
         lam = xp.where(usable, radius / xp.where(usable, gw_norm, 1), 0)
         weights = 1.0 + t * lam * w

@@ -43,9 +43,10 @@ class GradientBalancer(Balancer):
       ``jacobian.blocks`` order, each shaped like the tensor).
 
     The returned coefficients are used for the shared tensors only. Task-specific parameters get
-    ``sum_i weights_i * grad losses_i`` (``head_weights = "fixed"``, as LibMTL and torchjd do) or
-    ``sum_i a_i * grad o_i`` (``head_weights = "method"``, as Nash-MTL's and MGDA's official
-    code, which backpropagate the re-weighted loss) - a class attribute.
+    ``sum_i weights_i * grad losses_i`` (``head_weights = "fixed"``, every method here, as
+    LibMTL and torchjd do and MGDA's paper has it) or ``sum_i a_i * grad o_i``
+    (``head_weights = "method"``, a class attribute: what Nash-MTL's and MGDA's official code
+    do, backpropagating the re-weighted loss through the heads too; subclass to get it).
 
     With a single balanced loss there is nothing to balance: the method is not called and the
     update is the plain gradient (Sum).

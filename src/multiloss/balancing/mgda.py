@@ -96,8 +96,10 @@ class MGDA(GradientBalancer):
     The reported weights are on the simplex (they sum to 1, as in the paper and the official
     code), so when the gradients agree the update is about ``1/T`` of Sum's. With
     ``level="representation"`` this is the paper's MGDA-UB: the weights come from the gradients
-    with respect to the shared representation (one cheap backward pass to it), and the update
-    is the ordinary backward pass of the re-weighted losses.
+    with respect to the shared representation (one cheap backward pass to it), and the trunk's
+    update is the backward pass of the re-weighted losses from there. The heads get their
+    ordinary gradients, as in the paper's Algorithm 2 (the official code backpropagates the
+    re-weighted losses through them too: see ``GradientBalancer``'s ``head_weights``).
 
     Args:
         normalization: Gradient normalizer before solving (official ``gradient_normalizers``):

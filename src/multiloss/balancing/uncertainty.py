@@ -75,7 +75,7 @@ class Uncertainty(LossWeighting):
     where ``exp(s_i)`` tracks the loss: at the optimum the weight is ``0.5 / L_i`` for both forms
     (``log sigma`` is ``s/2``). The authors released no code; the regression form for every
     loss is the convention of the reference re-implementations (Nash-MTL's and FAMO's ``uw``,
-    LibMTL), and ``s_i`` starts at 0 as there.
+    LibMTL), and ``s_i`` starts at 0 as in Nash-MTL's and FAMO's (LibMTL's starts at -0.5).
 
     **Guard for losses that can be negative.** The objective is unbounded below in ``s_i`` when
     ``L_i <= 0`` (``s_i -> -inf``: an ever larger weight on a loss that is already negative). So
