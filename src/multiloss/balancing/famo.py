@@ -41,8 +41,12 @@ class FAMO(LossWeighting):
     **Which "after" loss.** The official code re-evaluates the losses on the same batch after
     the optimizer step (an extra forward pass). Inside the trainer there is none, so by default
     ``delta`` compares the previous step's loss with this step's loss on the new batch
-    (noisier, no extra cost); the logits are updated at the start of each step. For the exact
-    variant, compute the losses again after the step and call :meth:`update` yourself.
+    (noisier, no extra cost); the logits are updated at the start of each step. With gradient
+    accumulation "before" is the mean over the previous step's micro-batches and "after" this
+    step's first micro-batch (the weights of the step are needed before its other
+    micro-batches are seen): both estimate the loss at those parameters, the second with more
+    noise. For the exact variant, compute the losses again after the step and call
+    :meth:`update` yourself.
 
     Not done here: the official code also clips the shared gradient norm to 1 (``max_norm``);
     use the trainer's gradient clipping for that.
