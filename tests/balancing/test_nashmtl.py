@@ -40,6 +40,23 @@ def test_the_update_has_norm_sqrt_t_whatever_the_gradients_scale(scale: float) -
     torch.testing.assert_close(alpha * scale, unit, rtol=1e-6, atol=0)
 
 
+@pytest.mark.parametrize("tasks", [2, 3, 5])
+def test_a_zero_gradient_gets_weight_0_and_the_others_the_solution_without_it(
+    tasks: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from multiloss.balancing import _linalg
+
+    g = random_jacobian(tasks, 7, 3)
+    g[0] = 0
+    for host in (True, False):  # two losses on floats, or the general code (accelerators)
+        monkeypatch.setattr(_linalg, "HOST_SOLVES", host)
+        alpha, _ = nash_weights(g @ g.T)
+        assert float(alpha[0]) == 0.0
+        rest, _ = nash_weights(g[1:] @ g[1:].T)
+        torch.testing.assert_close(alpha[1:], rest, rtol=1e-6, atol=0)
+    assert nash_weights(torch.zeros(tasks, tasks))[0].abs().sum() == 0
+
+
 def test_agrees_with_scipy_root_finding() -> None:
     # scipy on K = G / ||G||_F from ones (the official normalization and start; on G itself
     # it finds a root with a negative entry), rescaled: G's solution is K's / sqrt(||G||_F).

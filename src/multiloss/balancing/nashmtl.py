@@ -27,8 +27,9 @@ decrement), which keep ``beta > 0`` without a line search and converge quadratic
 they begin at ``beta = 1``, the solution when the gradients are orthogonal (``alpha_i = 1 /
 ||g_i||``). A ridge of ``1e-12`` (on the unit diagonal) keeps the problem solvable when the
 gradients are linearly dependent with a positive combination summing to zero (then no
-bargaining solution exists and the official solver fails and keeps its previous weights); a
-zero gradient gets a large finite weight, which moves nothing.
+bargaining solution exists and the official solver fails and keeps its previous weights). A
+zero gradient (a loss weighted 0 this step) has no utility to bargain for: it gets weight 0,
+and the others the solution without it (the official solver fails there too).
 """
 
 from __future__ import annotations
@@ -106,9 +107,11 @@ def nash_weights(
         xp = namespace(work)
         work = 0.5 * (work + work.T)
         diagonal = xp.linalg.diagonal(work)
-        norms = xp.sqrt(xp.where(diagonal > 0, diagonal, 1.0))  # D^-1 (1 for a zero gradient)
+        zero = ~(diagonal > 0)  # a zero gradient: no utility to bargain for, weight 0
+        norms = xp.sqrt(xp.where(zero, 1.0, diagonal))  # D^-1
         work = work / (norms[:, None] * norms[None, :])
         identity = eye(t, like=work)
+        work = xp.where(zero[:, None] | zero[None, :], identity, work)  # decoupled, beta 1
         work = work + _RIDGE * identity
         # Rounding of a float32 Gram matrix can leave it slightly indefinite: shift by the
         # size of that rounding, but only then (see ``normalize_gram`` for why not always).
@@ -132,7 +135,8 @@ def nash_weights(
             alpha = xp.where(going, alpha + damping * step, alpha)
             if readable and not bool(going):
                 break
-        return from_host(alpha / norms, gram), torch.as_tensor(iterations, device=gram.device)
+        alpha = xp.where(zero, 0.0, alpha / norms)
+        return from_host(alpha, gram), torch.as_tensor(iterations, device=gram.device)
 
 
 def _pair_weights(
@@ -146,8 +150,11 @@ def _pair_weights(
     ``dtype``: the Gram matrix's): the same damped Newton iterations on Python floats (the
     2 x 2 Newton system by Cramer's rule)."""
     a, b, c, d = entries
+    if not (a > 0 and d > 0):  # a zero gradient gets weight 0, the other 1 / ||g||
+        alpha = [1.0 / math.sqrt(a) if a > 0 else 0.0, 1.0 / math.sqrt(d) if d > 0 else 0.0]
+        return torch.tensor(alpha, dtype=dtype), torch.tensor(0)
     b = 0.5 * (b + c)
-    na, nd = math.sqrt(a) if a > 0 else 1.0, math.sqrt(d) if d > 0 else 1.0  # D^-1
+    na, nd = math.sqrt(a), math.sqrt(d)  # D^-1
     a, b, d = a / (na * na), b / (na * nd), d / (nd * nd)
     a, d = repair_pair(a + _RIDGE, b, d + _RIDGE, dtype)
     x, y = 1.0, 1.0  # beta, in C's units until the end
