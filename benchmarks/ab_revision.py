@@ -47,7 +47,7 @@ try:  # run as a module of the benchmarks package, or as a script
         per_call,
     )
     from benchmarks.bench_balancing import Problem, variants
-    from benchmarks.bench_weighting import BATCH, WIDTH, Trunk
+    from benchmarks.bench_weighting import BATCH, WIDTH, Trunk, step_makers
 except ImportError:  # pragma: no cover
     from _timing import (  # type: ignore[no-redef]
         KEEP_HEAP_HELP,
@@ -57,7 +57,7 @@ except ImportError:  # pragma: no cover
         per_call,
     )
     from bench_balancing import Problem, variants  # type: ignore[no-redef]
-    from bench_weighting import BATCH, WIDTH, Trunk  # type: ignore[no-redef]
+    from bench_weighting import BATCH, WIDTH, Trunk, step_makers  # type: ignore[no-redef]
 
 ALIAS = "multiloss_at_rev"
 _IMPORT = re.compile(r"\bmultiloss(?=[.\s]|$)", re.MULTILINE)
@@ -107,23 +107,9 @@ def _make(module: ModuleType, method: str) -> here.Balancer:
 
 def weighting_steps(tasks: int, methods: list[str], old: ModuleType) -> dict[str, Step]:
     """Plain summation twice, then each method from the revision and from the work tree."""
-    model = Trunk(tasks)
-    x, y = torch.randn(BATCH, WIDTH), torch.randn(BATCH, tasks)
-
-    def plain() -> None:
-        model.zero_grad(set_to_none=True)
-        losses, _ = model.losses(x, y)
-        sum(losses.values()).backward()  # type: ignore[union-attr]
-
-    def with_balancer(balancer: here.Balancer) -> Step:
-        def step() -> None:
-            model.zero_grad(set_to_none=True)
-            losses, z = model.losses(x, y)
-            balancer.apply(losses, representation=z)
-            balancer.after_optimizer_step()
-
-        return step
-
+    plain, with_balancer = step_makers(
+        Trunk(tasks), torch.randn(BATCH, WIDTH), torch.randn(BATCH, tasks)
+    )
     return _side_by_side(plain, with_balancer, methods, old)
 
 

@@ -146,28 +146,42 @@ AGAIN = "sum(losses).backward(), again (A/A)"
 FLOOR = "sum(losses).backward() + GradNorm(last layer)'s norms alone (its floor)"
 
 
-def _measure(tasks: int, quick: bool, heads: str = "linear") -> list[dict[str, object]]:
-    model = Trunk(tasks, heads)
-    x, y = torch.randn(BATCH, WIDTH), torch.randn(BATCH, tasks)
-    names = [f"task{k}" for k in range(tasks)]
+Step = Callable[[], None]
+
+
+def step_makers(model: Trunk, x: torch.Tensor, y: torch.Tensor) -> tuple[Step, Callable[..., Step]]:
+    """The baseline step on ``model`` (forward, per-task MSE, ``sum(losses).backward()``) and
+    a maker of a balancer's step (``apply`` with the representation, ``after_optimizer_step``;
+    ``around``: a context for ``apply``). Shared with ``ab_revision.py`` and ``step_parts.py``."""
 
     def plain() -> None:
         model.zero_grad(set_to_none=True)
         losses, _ = model.losses(x, y)
         sum(losses.values()).backward()  # type: ignore[union-attr]
 
-    def again() -> None:  # the baseline twice: the spread between the two is the noise
-        plain()
-
-    def with_balancer(balancer: Balancer, per_loss_pass: bool = False) -> Callable[[], None]:
+    def with_balancer(
+        balancer: Balancer, around: Callable[[], AbstractContextManager[object]] = nullcontext
+    ) -> Step:
         def step() -> None:
             model.zero_grad(set_to_none=True)
             losses, z = model.losses(x, y)
-            with _per_loss_pass() if per_loss_pass else nullcontext():
+            with around():
                 balancer.apply(losses, representation=z)
             balancer.after_optimizer_step()
 
         return step
+
+    return plain, with_balancer
+
+
+def _measure(tasks: int, quick: bool, heads: str = "linear") -> list[dict[str, object]]:
+    model = Trunk(tasks, heads)
+    x, y = torch.randn(BATCH, WIDTH), torch.randn(BATCH, tasks)
+    names = [f"task{k}" for k in range(tasks)]
+    plain, with_balancer = step_makers(model, x, y)
+
+    def again() -> None:  # the baseline twice: the spread between the two is the noise
+        plain()
 
     variants: dict[str, Callable[[], None]] = {"sum(losses).backward()": plain}
     for name, make in METHODS.items():
@@ -193,7 +207,7 @@ def _measure(tasks: int, quick: bool, heads: str = "linear") -> list[dict[str, o
 
         variants[FLOOR] = norms_alone
     variants["GradNorm(representation), per-loss pass"] = with_balancer(
-        GradNorm(layer="representation"), per_loss_pass=True
+        GradNorm(layer="representation"), around=_per_loss_pass
     )
     # One step per sample and many rounds: on a shared machine the load changes within a
     # second, and fine interleaving spreads every variant over the same conditions.

@@ -34,11 +34,17 @@ from multiloss import balancing
 try:  # run as a module of the benchmarks package, or as a script
     from benchmarks._timing import KEEP_HEAP_HELP, keep_heap, paired_ratio
     from benchmarks.bench_balancing import Problem, variants
-    from benchmarks.bench_weighting import BATCH, METHODS, WIDTH, Trunk
+    from benchmarks.bench_weighting import BATCH, METHODS, WIDTH, Trunk, step_makers
 except ImportError:  # pragma: no cover
     from _timing import KEEP_HEAP_HELP, keep_heap, paired_ratio  # type: ignore[no-redef]
     from bench_balancing import Problem, variants  # type: ignore[no-redef]
-    from bench_weighting import BATCH, METHODS, WIDTH, Trunk  # type: ignore[no-redef]
+    from bench_weighting import (  # type: ignore[no-redef]
+        BATCH,
+        METHODS,
+        WIDTH,
+        Trunk,
+        step_makers,
+    )
 
 _spent: defaultdict[str, float] = defaultdict(float)
 
@@ -77,7 +83,7 @@ def _weighting_steps(tasks: int, method: str) -> dict[str, Callable[[], None]]:
     """Plain summation, ``Sum()`` and ``method`` on ``bench_weighting``'s problem, with the
     stages of a loss-weighting step timed."""
     model = Trunk(tasks)
-    x, y = torch.randn(BATCH, WIDTH), torch.randn(BATCH, tasks)
+    plain, with_balancer = step_makers(model, torch.randn(BATCH, WIDTH), torch.randn(BATCH, tasks))
     names = [f"task{k}" for k in range(tasks)]
     _wrap(model, "losses", "forward")
     _wrap(torch.autograd, "backward", "backward pass")
@@ -86,20 +92,6 @@ def _weighting_steps(tasks: int, method: str) -> dict[str, Callable[[], None]]:
     _wrap(base_module, "execute", "  execute (backward pass, and what the method adds)")
     _wrap(base_module.Balancer, "apply", "apply (all of it)")
     _wrap(base_module.Balancer, "after_optimizer_step", "after_optimizer_step")
-
-    def plain() -> None:
-        model.zero_grad(set_to_none=True)
-        losses, _ = model.losses(x, y)
-        sum(losses.values()).backward()  # type: ignore[union-attr]
-
-    def with_balancer(balancer: balancing.Balancer) -> Callable[[], None]:
-        def step() -> None:
-            model.zero_grad(set_to_none=True)
-            losses, z = model.losses(x, y)
-            balancer.apply(losses, representation=z)
-            balancer.after_optimizer_step()
-
-        return step
 
     return {
         "sum": plain,
