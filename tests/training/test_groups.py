@@ -58,6 +58,22 @@ def test_groups_step_on_a_cycle_and_only_their_parameters_move() -> None:
     assert "loss/disc/margin" in history.last()  # every loss is reported every step
 
 
+def test_gradient_diagnostics_with_groups_cover_the_group_that_stepped() -> None:
+    # The trainer passed every loss's weight with only the group's losses, and the first log
+    # step of any run with groups and grad_diagnostics=True stopped with a ValueError.
+    model = Game()
+    groups = [
+        ml.OptimizerGroup(torch.optim.SGD(model.d.parameters(), lr=0.1), "disc/*", name="disc"),
+        ml.OptimizerGroup(torch.optim.SGD(model.g.parameters(), lr=0.1), "gen/*", name="gen"),
+    ]
+    trainer = ml.Trainer(model, groups, sinks=[], log_every=2, grad_diagnostics=True)
+    history = trainer.fit([torch.randn(4, 2)] * 4, steps=4)
+    logged = [{key for key in row if key.startswith("grad/")} for row in history]
+    gen = {"grad/norm/gen/fool", "grad/share/gen/fool"}
+    assert len(logged) == 2
+    assert all(keys == gen for keys in logged)  # the log steps (2, 4) are the generator's
+
+
 def test_select_group_cycle() -> None:
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
     a = ml.OptimizerGroup(opt, "a", steps=3)

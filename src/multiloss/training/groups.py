@@ -28,7 +28,7 @@ class OptimizerGroup:
         losses: Glob patterns of the loss names this group backpropagates (``"disc/*"``).
         steps: Consecutive steps this group takes in each cycle.
         scheduler: An optional LR scheduler, stepped with this group's steps.
-        name: Shown in logs (``steps/<name>``); default ``group<i>``.
+        name: Names the group in its repr and in error messages; default ``group<i>``.
 
     Example:
         >>> import torch

@@ -187,9 +187,11 @@ class StepMixin(TrainerState):
         if diagnostics and self.grad_diagnostics:
             from multiloss.balancing import gradient_diagnostics
 
-            self._metrics.set_extra(
+            self._metrics.set_extra(  # of the losses this group trains, and their weights
                 gradient_diagnostics(
-                    {names[i]: book[names[i]] for i in active}, weight_of, self.shared
+                    {names[i]: book[names[i]] for i in active},
+                    {names[i]: weights[i] for i in active},
+                    self.shared,
                 )
             )
         total: Tensor | None = None
