@@ -51,6 +51,22 @@ def test_explicit_shared_and_a_single_loss() -> None:
     assert float(out["grad/norm/task0"]) > 0
 
 
+@pytest.mark.parametrize("method", ["Sum", "UPGrad"])
+def test_one_balanced_loss_is_measured_on_the_parameters_all_losses_share(method: str) -> None:
+    # With one balanced loss no parameter is shared by two balanced ones; the diagnostics fell
+    # back to every parameter reached (the heads too), and the same losses read differently
+    # depending on `balance=`. They are now measured on the trunk every loss reaches.
+    import multiloss.balancing as mb
+
+    model = Toy()
+    g = _flat_grads(model)
+    balancer = getattr(mb, method)(balance=["task0"])
+    balancer.apply(model.losses(), {"task2": 2.0}, diagnostics=True)
+    shown = balancer.diagnostics()
+    for name in g:
+        assert float(shown[f"grad/norm/{name}"]) == pytest.approx(float(g[name].norm()), rel=1e-4)
+
+
 def test_bad_input() -> None:
     model = Toy()
     with pytest.raises(ValueError, match="needs at least one loss"):

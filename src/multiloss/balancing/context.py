@@ -210,11 +210,17 @@ class _Session:
         return shared
 
     def diagnostic_tensors(self) -> tuple[Tensor, ...]:
-        """Shared parameters for diagnostics: never raises; with one loss, all it reaches."""
-        graph = self.graph()
+        """Shared parameters for diagnostics (never raises): given, or reached by two or more
+        balanced losses; with fewer than two balanced losses, by two or more of all the losses
+        (fixed ones too: the trunk, not the heads); with a single loss, all it reaches."""
         if self.given_shared is not None:
             return self.given_shared
-        return graph.shared or graph.reached_by()
+        graph = self.graph()
+        if graph.shared:
+            return graph.shared
+        reached = graph.reached_by()
+        common = tuple(leaf for leaf in reached if graph.masks.get(id(leaf), 0).bit_count() > 1)
+        return common or reached
 
     def others(self) -> tuple[Tensor, ...]:
         """Every leaf reached by a loss that is not a shared parameter (computed once: the
