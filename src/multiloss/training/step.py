@@ -156,13 +156,11 @@ class StepMixin(TrainerState):
                     f"with its patterns {list(group.patterns)}"
                 )
             self._active[key] = active
-        if self.balancer is not None or diagnostics:
-            weight_of = dict(zip(names, weights, strict=True))
         if self.balancer is not None:
             scaler = self.amp.scaler
             used = self.balancer.apply(
                 {name: book[name] for name in names},
-                weight_of,
+                dict(zip(names, weights, strict=True)),
                 step=self.step,
                 scale=(
                     scale
