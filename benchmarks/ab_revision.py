@@ -38,26 +38,16 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
 import multiloss.balancing as here  # noqa: E402
 
-try:  # run as a module of the benchmarks package, or as a script
-    from benchmarks._timing import (
-        KEEP_HEAP_HELP,
-        interleave_samples,
-        keep_heap,
-        paired_ratio,
-        per_call,
-    )
-    from benchmarks.bench_balancing import Problem, variants
-    from benchmarks.bench_weighting import BATCH, WIDTH, Trunk, step_makers
-except ImportError:  # pragma: no cover
-    from _timing import (  # type: ignore[no-redef]
-        KEEP_HEAP_HELP,
-        interleave_samples,
-        keep_heap,
-        paired_ratio,
-        per_call,
-    )
-    from bench_balancing import Problem, variants  # type: ignore[no-redef]
-    from bench_weighting import BATCH, WIDTH, Trunk, step_makers  # type: ignore[no-redef]
+# The repository root is on the path (above): the benchmarks package imports as a script too.
+from benchmarks._timing import (  # noqa: E402
+    KEEP_HEAP_HELP,
+    interleave_samples,
+    keep_heap,
+    paired_ratio,
+    per_call,
+)
+from benchmarks.bench_balancing import Problem, variants  # noqa: E402
+from benchmarks.bench_weighting import BATCH, WIDTH, Trunk, step_makers  # noqa: E402
 
 ALIAS = "multiloss_at_rev"
 _IMPORT = re.compile(r"\bmultiloss(?=[.\s]|$)", re.MULTILINE)
